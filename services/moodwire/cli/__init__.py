@@ -1,0 +1,1 @@
+"""The ``moodwire`` command line: one thin module per command group, no logic here."""

@@ -1,0 +1,119 @@
+"""SQLAlchemy tables. The schema itself is created by the Alembic migrations in ``infra/``.
+
+Keys are natural: a post is ``(source, source_id)``; a score is a post under one model
+version, so a redelivered batch or a re-scoring run upserts instead of duplicating.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Post(Base):
+    __tablename__ = "posts"
+
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    source_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    author: Mapped[str | None] = mapped_column(Text)
+    url: Mapped[str | None] = mapped_column(Text)
+    lang: Mapped[str | None] = mapped_column(Text)
+    # Brands the post mentions; empty when none (still counted, under no brand).
+    brands: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    ingested_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+    __table_args__ = (
+        Index("posts_created_at_idx", "created_at"),
+        Index("posts_brands_idx", "brands", postgresql_using="gin"),
+    )
+
+
+class Score(Base):
+    __tablename__ = "scores"
+
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    source_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    model_version: Mapped[str] = mapped_column(Text, primary_key=True)
+    # 0 negative, 1 neutral, 2 positive (the label ids of the data and the model).
+    label: Mapped[int] = mapped_column(SmallInteger)
+    p_negative: Mapped[float] = mapped_column(Float)
+    p_neutral: Mapped[float] = mapped_column(Float)
+    p_positive: Mapped[float] = mapped_column(Float)
+    # p_positive - p_negative, in [-1, 1].
+    score: Mapped[float] = mapped_column(Float)
+    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["source", "source_id"], ["posts.source", "posts.source_id"], ondelete="CASCADE"
+        ),
+        Index("scores_model_version_idx", "model_version"),
+    )
+
+
+class Alert(Base):
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(Text)  # e.g. "negative_spike"
+    brand: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text, server_default="*")  # "*": all sources
+    model_version: Mapped[str] = mapped_column(Text)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    posts: Mapped[int] = mapped_column(Integer)
+    negative_share: Mapped[float] = mapped_column(Float)
+    baseline_share: Mapped[float | None] = mapped_column(Float)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        # One alert per brand, source, window and model: re-running detection is a no-op.
+        UniqueConstraint("kind", "brand", "source", "window_start", "model_version",
+                         name="alerts_window_uq"),
+        Index("alerts_created_at_idx", "created_at"),
+    )
+
+
+class DeadLetter(Base):
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    # Where the bad record came from: a Kafka position, or a connector and line.
+    origin: Mapped[str] = mapped_column(Text)
+    topic: Mapped[str | None] = mapped_column(Text)
+    partition: Mapped[int | None] = mapped_column(Integer)
+    offset: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        # A redelivered bad record is recorded once.
+        UniqueConstraint("topic", "partition", "offset", name="dead_letters_position_uq"),
+    )

@@ -1,0 +1,1 @@
+"""moodwire.process"""

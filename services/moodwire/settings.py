@@ -1,0 +1,125 @@
+"""The one settings object. Every knob is an environment variable prefixed ``MOODWIRE_``.
+
+Server URLs left unset are filled from the local stack's state file
+(``$MOODWIRE_STATE_DIR/stack.json``, written by ``moodwire stack up``), so that
+``moodwire stack up`` followed by any other command just works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# services/moodwire/settings.py -> repo root (editable install); the shipped model lives there.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "moodwire-gru"
+STACK_FILE_NAME = "stack.json"
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "moodwire"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MOODWIRE_", env_file=None, extra="ignore", protected_namespaces=()
+    )
+
+    # --- servers -------------------------------------------------------------------
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="Where the local stack keeps its data, logs, PIDs and URLs.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers, e.g. kafka://127.0.0.1:9092 or host:port[,host:port].",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of PostgreSQL (postgresql+psycopg2://...)."
+    )
+    redis_url: str | None = Field(default=None, description="Redis URL, e.g. redis://127.0.0.1:6379/0.")
+
+    # --- topics ----------------------------------------------------------------------
+    topic_raw: str = Field(default="moodwire.posts.raw", description="Raw posts topic.")
+    topic_scored: str = Field(default="moodwire.posts.scored", description="Scored posts topic.")
+    topic_alerts: str = Field(default="moodwire.alerts", description="Alerts topic.")
+    topic_dead_letters: str = Field(
+        default="moodwire.dead-letters", description="Dead-letter topic (bad input, with reason)."
+    )
+    partitions: int = Field(default=4, ge=1, description="Partitions per topic when created.")
+    replication_factor: int = Field(default=1, ge=1, description="Replication factor when created.")
+
+    # --- processing --------------------------------------------------------------------
+    consumer_group: str = Field(default="moodwire-process", description="Faust app id / consumer group.")
+    max_batch: int = Field(default=1000, ge=1, description="Most posts per micro-batch (stream.take).")
+    max_wait: float = Field(default=0.05, gt=0, description="Seconds to wait filling a micro-batch.")
+    web_host: str = Field(default="127.0.0.1", description="Bind address of the worker's web server.")
+    web_port: int = Field(default=6066, ge=0, description="Port of the worker's web server (0: any free port).")
+    brands_file: Path | None = Field(
+        default=None, description="YAML file of brands; default: the bundled demo brands."
+    )
+
+    # --- model -------------------------------------------------------------------------
+    model_path: Path = Field(default=DEFAULT_MODEL_DIR, description="Directory of the serving model.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Inference device: auto picks CUDA when present."
+    )
+    threads: int | None = Field(default=None, ge=1, description="CPU threads for inference (default: all cores).")
+    batch_size: int = Field(default=512, ge=1, description="Model batch size inside the engine.")
+
+    # --- logs ----------------------------------------------------------------------------
+    log_level: str = Field(default="INFO", description="Log level.")
+    log_format: Literal["console", "json"] = Field(default="console", description="Log format.")
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """``host:port`` entries of the broker URL, for kafka-python and aiokafka."""
+        url = self.require("broker_url")
+        return [part.split("://", 1)[-1] for part in url.split(",") if part.strip()]
+
+    @property
+    def faust_broker(self) -> str:
+        """The broker URL in Faust's ``kafka://host:port;host:port`` form."""
+        return "kafka://" + ";".join(self.bootstrap_servers)
+
+    @property
+    def stack_file(self) -> Path:
+        return self.state_dir / STACK_FILE_NAME
+
+    @model_validator(mode="after")
+    def _fill_from_running_stack(self) -> Settings:
+        # URLs in the environment always win; the stack file only fills the gaps.
+        try:
+            urls = json.loads(self.stack_file.read_text())["urls"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return self
+        for name in ("broker_url", "database_url", "redis_url"):
+            if getattr(self, name) is None and isinstance(urls.get(name), str):
+                setattr(self, name, urls[name])
+        return self
+
+    def require(self, name: Literal["broker_url", "database_url", "redis_url"]) -> str:
+        """The URL, or a one-line error that says how to get one."""
+        value = getattr(self, name)
+        if not value:
+            env = "MOODWIRE_" + name.upper()
+            raise MissingServerError(
+                f"no {name.replace('_url', '')} configured: run `moodwire stack up` or set {env}"
+            )
+        return str(value)
+
+
+class MissingServerError(RuntimeError):
+    pass
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
