@@ -29,9 +29,7 @@ class _JsonFormatter(logging.Formatter):
 class _ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        extra = " ".join(
-            f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED
-        )
+        extra = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED)
         line = f"{stamp} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
         if extra:
             line += " " + extra
@@ -40,12 +38,18 @@ class _ConsoleFormatter(logging.Formatter):
         return line
 
 
+NOISY_LOGGERS = ("kafka", "aiokafka", "alembic.runtime.migration")
+
+
 def configure(level: str = "INFO", fmt: str = "console") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Client libraries narrate every connection at INFO; keep their warnings only.
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # services/moodwire/settings.py -> repo root (editable install); the shipped model lives there.
@@ -39,12 +39,32 @@ class Settings(BaseSettings):
     )
     broker_url: str | None = Field(
         default=None,
-        description="Kafka bootstrap servers, e.g. kafka://127.0.0.1:9092 or host:port[,host:port].",
+        description="Kafka bootstrap servers: kafka://host:port or host:port[,host:port].",
     )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of PostgreSQL (postgresql+psycopg2://...)."
     )
-    redis_url: str | None = Field(default=None, description="Redis URL, e.g. redis://127.0.0.1:6379/0.")
+    redis_url: str | None = Field(
+        default=None, description="Redis URL, e.g. redis://127.0.0.1:6379/0."
+    )
+    stack_broker_port: int = Field(
+        default=19092,
+        ge=0,
+        le=65535,
+        description="Port `moodwire stack up` gives the local broker (0: any free port).",
+    )
+    stack_postgres_port: int = Field(
+        default=15432,
+        ge=0,
+        le=65535,
+        description="Port `moodwire stack up` gives the local PostgreSQL (0: any free port).",
+    )
+    stack_redis_port: int = Field(
+        default=16379,
+        ge=0,
+        le=65535,
+        description="Port `moodwire stack up` gives the local Redis (0: any free port).",
+    )
 
     # --- topics ----------------------------------------------------------------------
     topic_raw: str = Field(default="moodwire.posts.raw", description="Raw posts topic.")
@@ -56,22 +76,73 @@ class Settings(BaseSettings):
     partitions: int = Field(default=4, ge=1, description="Partitions per topic when created.")
     replication_factor: int = Field(default=1, ge=1, description="Replication factor when created.")
 
+    # --- ingest ------------------------------------------------------------------------
+    ingest_compression: Literal["auto", "lz4", "zstd", "snappy", "gzip", "none"] = Field(
+        default="auto",
+        description="Compression of produced batches; auto: lz4, else zstd, else gzip.",
+    )
+    ingest_linger_ms: int = Field(
+        default=20, ge=0, description="How long the producer waits to fill a batch (ms)."
+    )
+
     # --- processing --------------------------------------------------------------------
-    consumer_group: str = Field(default="moodwire-process", description="Faust app id / consumer group.")
-    max_batch: int = Field(default=1000, ge=1, description="Most posts per micro-batch (stream.take).")
-    max_wait: float = Field(default=0.05, gt=0, description="Seconds to wait filling a micro-batch.")
-    web_host: str = Field(default="127.0.0.1", description="Bind address of the worker's web server.")
-    web_port: int = Field(default=6066, ge=0, description="Port of the worker's web server (0: any free port).")
+    consumer_group: str = Field(
+        default="moodwire-process", description="Faust app id / consumer group."
+    )
+    max_batch: int = Field(
+        default=1000, ge=1, description="Most posts per micro-batch (stream.take)."
+    )
+    max_wait: float = Field(
+        default=0.05, gt=0, description="Seconds to wait filling a micro-batch."
+    )
+    web_host: str = Field(
+        default="127.0.0.1", description="Bind address of the worker's web server."
+    )
+    web_port: int = Field(
+        default=6066, ge=0, description="Port of the worker's web server (0: any free port)."
+    )
+    max_text_chars: int = Field(
+        default=20_000, ge=1, description="Longer post texts are refused to the dead-letter topic."
+    )
+    session_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Consumer-group session timeout (s); a worker joins in about half of it. "
+        "Tests use 6-10.",
+    )
+    fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        description="Longest a fetch waits on the broker for data (Faust hard-codes 1500).",
+    )
+    faust_speedups: bool = Field(
+        default=True,
+        description="Apply moodwire.process.faust_patches (measured per-event cost cuts).",
+    )
+    sink_retry_max: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest pause (s) between retries while Postgres or Redis is down.",
+    )
+    fault_crash_after: Literal["postgres", "redis", "scored"] | None = Field(
+        default=None,
+        description="FAULT INJECTION, for tests only: the worker kills itself (exit 137, no "
+        "cleanup, no offset commit) right after this write of its first non-empty batch.",
+    )
     brands_file: Path | None = Field(
         default=None, description="YAML file of brands; default: the bundled demo brands."
     )
 
     # --- model -------------------------------------------------------------------------
-    model_path: Path = Field(default=DEFAULT_MODEL_DIR, description="Directory of the serving model.")
+    model_path: Path = Field(
+        default=DEFAULT_MODEL_DIR, description="Directory of the serving model."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Inference device: auto picks CUDA when present."
     )
-    threads: int | None = Field(default=None, ge=1, description="CPU threads for inference (default: all cores).")
+    threads: int | None = Field(
+        default=None, ge=1, description="CPU threads for inference (default: all cores)."
+    )
     batch_size: int = Field(default=512, ge=1, description="Model batch size inside the engine.")
 
     # --- logs ----------------------------------------------------------------------------
@@ -89,6 +160,9 @@ class Settings(BaseSettings):
         """The broker URL in Faust's ``kafka://host:port;host:port`` form."""
         return "kafka://" + ";".join(self.bootstrap_servers)
 
+    # Names of the URLs that came from the stack file rather than the environment.
+    _from_stack: set[str] = PrivateAttr(default_factory=set)
+
     @property
     def stack_file(self) -> Path:
         return self.state_dir / STACK_FILE_NAME
@@ -103,7 +177,12 @@ class Settings(BaseSettings):
         for name in ("broker_url", "database_url", "redis_url"):
             if getattr(self, name) is None and isinstance(urls.get(name), str):
                 setattr(self, name, urls[name])
+                self._from_stack.add(name)
         return self
+
+    def configured_by_env(self, name: Literal["broker_url", "database_url", "redis_url"]) -> bool:
+        """True when the URL was given explicitly, not filled in from a running local stack."""
+        return getattr(self, name) is not None and name not in self._from_stack
 
     def require(self, name: Literal["broker_url", "database_url", "redis_url"]) -> str:
         """The URL, or a one-line error that says how to get one."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from moodwire import __version__
-from moodwire.cli import classify, db, demo, ingest, model, process, stack, status
+from moodwire.cli import alerts, classify, db, demo, ingest, model, process, stack, status, web
 from moodwire.logs import configure
 from moodwire.settings import get_settings
 
@@ -26,14 +26,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     settings = get_settings()
     configure(settings.log_level, settings.log_format)
 
 
-for group in (stack, db, model, classify, ingest, process, status, demo):
+for group in (stack, db, model, classify, ingest, process, status, alerts, web, demo):
     group.register(app)
 
 

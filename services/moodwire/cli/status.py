@@ -1,9 +1,62 @@
-"""CLI: `moodwire status` (placeholder until its issue lands)."""
+"""CLI: `moodwire status [--json]`: posts, scores, aggregates and dead letters at a glance."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from moodwire.settings import get_settings
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _print_text(figures: dict[str, Any]) -> None:
+    console = Console()
+    console.print(f"model version    {figures['model_version'] or '-'}")
+    console.print(f"posts            {_fmt(figures['posts'])}")
+    console.print(f"scored           {_fmt(figures['scored'])}   (serving version)")
+    console.print(f"aggregate_total  {_fmt(figures['aggregate_total'])}   (Redis, each post once)")
+    stages = ", ".join(f"{k} {v:,}" for k, v in figures["dead_letters_by_stage"].items())
+    console.print(
+        f"dead_letters     {_fmt(figures['dead_letters'])}" + (f"   ({stages})" if stages else "")
+    )
+    if figures["brands"]:
+        table = Table("brand", "posts", "negative", "neutral", "positive", "mean score")
+        for brand, b in figures["brands"].items():
+            table.add_row(
+                brand,
+                _fmt(b["posts"]),
+                _fmt(b["negative"]),
+                _fmt(b["neutral"]),
+                _fmt(b["positive"]),
+                "-" if b["mean_score"] is None else f"{b['mean_score']:+.3f}",
+            )
+        console.print(table)
+    for error in figures["errors"]:
+        console.print(f"[red]unavailable[/red] {error}")
+
+
+def status(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object, for scripts."),
+) -> None:
+    """What an operator checks first: rows, scores, aggregates, dead letters, brands."""
+    from moodwire.status import collect
+
+    figures = collect(get_settings())
+    if as_json:
+        typer.echo(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_text(figures)
+    if figures["errors"]:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    app.command(name="status")(status)

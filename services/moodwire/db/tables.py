@@ -94,8 +94,9 @@ class Alert(Base):
 
     __table_args__ = (
         # One alert per brand, source, window and model: re-running detection is a no-op.
-        UniqueConstraint("kind", "brand", "source", "window_start", "model_version",
-                         name="alerts_window_uq"),
+        UniqueConstraint(
+            "kind", "brand", "source", "window_start", "model_version", name="alerts_window_uq"
+        ),
         Index("alerts_created_at_idx", "created_at"),
     )
 
@@ -106,6 +107,9 @@ class DeadLetter(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     # Where the bad record came from: a Kafka position, or a connector and line.
     origin: Mapped[str] = mapped_column(Text)
+    stage: Mapped[str] = mapped_column(Text)  # "ingest" or "process"
+    # topic/partition/offset: the record's position in the dead-letter topic itself, so that
+    # persisting the topic into this table is idempotent.
     topic: Mapped[str | None] = mapped_column(Text)
     partition: Mapped[int | None] = mapped_column(Integer)
     offset: Mapped[int | None] = mapped_column(BigInteger)

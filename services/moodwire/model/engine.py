@@ -1,0 +1,166 @@
+"""The one inference engine, shared by ``moodwire classify`` and the stream processor.
+
+The GRU runs folded: the token's input projection is a table lookup (``network.fold``), so
+each time step costs only the recurrent ``h @ W_hh`` and a few element-wise ops. Texts are
+sorted by token count and cut into batches of similar length; inside a batch, rows are in
+descending length so the rows still reading at step ``t`` are always a prefix, and finished
+rows simply drop out (no padding is ever computed, and the result equals the unpadded GRU).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from moodwire.logs import get_logger
+from moodwire.model import artifact
+from moodwire.model.text import Vocabulary
+from moodwire.settings import get_settings
+
+LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
+# Texts tokenized together (and sorted by length together); bounds the memory of one call.
+_TOKENIZE_CHUNK = 8192
+
+log = get_logger(__name__)
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device")
+    return device
+
+
+class InferenceEngine:
+    """Scores texts with a saved model: ``predict(texts) -> (N, 3)`` probabilities."""
+
+    def __init__(
+        self,
+        model: artifact.Artifact,
+        *,
+        model_version: str,
+        device: str = "cpu",
+        batch_size: int = 512,
+    ) -> None:
+        self.model_version = model_version
+        self.device = device
+        self.batch_size = max(1, int(batch_size))
+        self.vocab = Vocabulary(model.vocab[2:])
+        if self.vocab.tokens != model.vocab:
+            raise ValueError("vocab.txt must start with <pad>, <unk> and hold no duplicates")
+        # Half precision on GPU only: this CPU's float16 element-wise ops are slower.
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        t = {k: v.to(device=device, dtype=dtype) for k, v in model.tensors.items()}
+        gates_x = t["gates_x"]  # [D, V, 3H]
+        self.directions, vocab_size, three_h = gates_x.shape
+        if vocab_size != len(self.vocab):
+            raise ValueError(f"weights have {vocab_size} rows, vocab.txt has {len(self.vocab)}")
+        self.hidden = three_h // 3
+        # One table for both directions: the backward direction's rows follow the forward's.
+        self._table = gates_x.reshape(self.directions * vocab_size, three_h).contiguous()
+        self._offsets = (torch.arange(self.directions) * vocab_size).view(-1, 1)
+        self._w_hh = t["w_hh"]
+        self._b_hh = t["b_hh"]
+        self._head_w = t["head_weight"].T.contiguous()
+        self._head_b = t["head_bias"]
+        self._inv_temperature = 1.0 / model.temperature
+        self._dtype = dtype
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path | None = None,
+        device: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 512,
+    ) -> InferenceEngine:
+        settings = get_settings()
+        model_dir = Path(path) if path is not None else settings.model_path
+        threads = threads if threads is not None else settings.threads
+        if threads is not None:
+            torch.set_num_threads(threads)
+        engine = cls(
+            artifact.load(model_dir),
+            model_version=artifact.model_version(model_dir),
+            device=pick_device(device),
+            batch_size=batch_size,
+        )
+        log.info(
+            "model loaded",
+            extra={
+                "model_version": engine.model_version,
+                "device": engine.device,
+                "threads": torch.get_num_threads(),
+                "hidden": engine.hidden,
+                "directions": engine.directions,
+            },
+        )
+        return engine
+
+    def predict(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """[p_neg, p_neu, p_pos] per text, in input order. Any string is accepted."""
+        n = len(texts)
+        out = np.empty((n, 3), dtype=np.float32)
+        with self._lock, torch.inference_mode():
+            for lo in range(0, n, _TOKENIZE_CHUNK):
+                chunk = [t if isinstance(t, str) else "" for t in texts[lo : lo + _TOKENIZE_CHUNK]]
+                out[lo : lo + len(chunk)] = self._predict_chunk(chunk)
+        return out
+
+    def _predict_chunk(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        ids, lengths = self.vocab.encode(texts)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        order = np.argsort(-lengths, kind="stable")
+        probs = np.empty((len(texts), 3), dtype=np.float32)
+        for lo in range(0, len(texts), self.batch_size):
+            rows = order[lo : lo + self.batch_size]
+            probs[rows] = self._forward(ids, starts[rows], lengths[rows])
+        return probs
+
+    def _forward(
+        self,
+        ids: npt.NDArray[np.int64],
+        starts: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.float32]:
+        """One batch, rows in descending length order."""
+        h_dim, dirs = self.hidden, self.directions
+        batch, steps = len(lengths), int(lengths[0])
+        step = np.arange(steps)
+        last = (lengths - 1)[:, None]
+        positions = [starts[:, None] + np.minimum(step, last)]
+        if dirs == 2:
+            positions.append(starts[:, None] + np.maximum(last - step, 0))
+        # index[t, d, b]: table row read by direction d of row b at step t
+        index = torch.from_numpy(np.stack([ids[p].T for p in positions], axis=1))
+        index = (index + self._offsets).to(self.device)
+        active = (lengths[None, :] > step[:, None]).sum(axis=1).tolist()
+
+        dev, dt = self.device, self._dtype
+        h = torch.zeros(dirs, batch, h_dim, device=dev, dtype=dt)
+        pooled_max = torch.full((dirs, batch, h_dim), -2.0, device=dev, dtype=dt)
+        pooled_sum = torch.zeros(dirs, batch, h_dim, device=dev, dtype=dt)
+        for t in range(steps):
+            k = active[t]
+            if k < h.shape[1]:
+                h = h[:, :k]
+            x = self._table[index[t, :, :k]]  # [D, k, 3H]: a fresh tensor, updated in place
+            g = torch.baddbmm(self._b_hh, h, self._w_hh)
+            rz = x[..., : 2 * h_dim].add_(g[..., : 2 * h_dim]).sigmoid_()
+            n = x[..., 2 * h_dim :].addcmul_(rz[..., :h_dim], g[..., 2 * h_dim :]).tanh_()
+            h = torch.addcmul(n, rz[..., h_dim:], h - n)
+            view = pooled_max[:, :k]
+            torch.maximum(view, h, out=view)
+            pooled_sum[:, :k] += h
+        lens = torch.from_numpy(lengths).to(device=dev, dtype=dt)[None, :, None]
+        features = torch.cat([pooled_max, pooled_sum / lens], dim=0)  # [2D, B, H]
+        features = features.permute(1, 0, 2).reshape(batch, 2 * dirs * h_dim)
+        logits = torch.addmm(self._head_b, features, self._head_w) * self._inv_temperature
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()

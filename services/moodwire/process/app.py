@@ -1,0 +1,193 @@
+"""The Faust app of ``moodwire process``: two agents, configured for throughput.
+
+- ``score-posts`` reads the raw-posts topic in micro-batches
+  (``stream.take_events(max_batch, within=max_wait)``) and hands each batch, with every
+  message's partition and offset, to :class:`moodwire.process.batch.BatchProcessor`.
+  The topic is declared as raw bytes: Faust decoding a bad message inside ``take()``
+  would stall the agent on every partition, so decoding happens in the batch step where
+  a bad record becomes a dead letter. ``take_events`` acks a batch only after the loop
+  body returns, and the body awaits every sink, so offsets never pass unwritten posts.
+  One actor (concurrency 1) per worker keeps each partition's batches in offset order,
+  which the Redis watermark relies on.
+- ``persist-dead-letters`` copies the dead-letter topic into the ``dead_letters`` table,
+  idempotent on each dead letter's own topic/partition/offset.
+
+Nothing correctness-critical lives in Faust (no tables): Postgres and Redis hold it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, cast
+
+import faust
+import mode
+
+from moodwire.logs import get_logger
+from moodwire.process.batch import BatchProcessor, RawRecord, retry_forever
+from moodwire.settings import Settings
+from moodwire.sinks.kafka import KafkaWriter
+from moodwire.sinks.postgres import DeadLetterRow, PostgresSink
+
+log = get_logger(__name__)
+
+# A worker pauses a partition when its stream buffer is 80% full, and a paused fetch then
+# waits out its timeout; a deep buffer and large fetches keep data flowing (broker.md).
+STREAM_BUFFER_MAXSIZE = 65_536
+CONSUMER_MAX_FETCH_SIZE = 4 * 1024 * 1024
+PROGRESS_EVERY_S = 10.0
+
+
+def _header(headers: Any, name: str) -> str:
+    items = headers.items() if isinstance(headers, dict) else (headers or ())
+    for key, value in items:
+        if key == name:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return ""
+
+
+class Runtime(mode.Service):
+    """Starts and stops what the agents share (Kafka writer, sinks) with the worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        processor: BatchProcessor,
+        kafka: KafkaWriter,
+        dead_letter_sink: PostgresSink,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.processor = processor
+        self.kafka = kafka
+        self.dead_letter_sink = dead_letter_sink
+        self._writer_ready = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.posts = 0
+        self.dead = 0
+        self.batches = 0
+
+    async def ensure_started(self) -> None:
+        async with self._lock:
+            if not self._writer_ready.is_set():
+                await retry_forever(
+                    "kafka writer start", self.kafka.start, self.settings.sink_retry_max
+                )
+                self._writer_ready.set()
+
+    async def on_start(self) -> None:
+        await self.ensure_started()
+
+    async def on_stop(self) -> None:
+        await self.kafka.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self.processor.close)
+        self.dead_letter_sink.close()
+
+    @mode.Service.timer(PROGRESS_EVERY_S)
+    async def _progress(self) -> None:
+        if self.batches:
+            log.info(
+                "progress",
+                extra={"posts": self.posts, "dead": self.dead, "batches": self.batches},
+            )
+
+
+def create_app(settings: Settings, runtime: Runtime) -> faust.App:
+    app = faust.App(
+        settings.consumer_group,
+        broker=settings.faust_broker,
+        autodiscover=False,
+        store="memory://",
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        stream_buffer_maxsize=STREAM_BUFFER_MAXSIZE,
+        consumer_max_fetch_size=CONSUMER_MAX_FETCH_SIZE,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout / 10),
+        broker_rebalance_timeout=max(10.0, settings.session_timeout),
+        broker_request_timeout=max(90.0, settings.session_timeout * 2),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        producer_linger=timedelta(milliseconds=5),
+    )
+    raw = app.topic(
+        settings.topic_raw,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    dead_letters = app.topic(
+        settings.topic_dead_letters,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    @app.agent(raw, name="score-posts", concurrency=1)
+    async def score_posts(stream: faust.StreamT[bytes]) -> None:
+        await runtime.ensure_started()
+        async for events in _batches(stream).take_events(
+            settings.max_batch, within=settings.max_wait
+        ):
+            report = await runtime.processor.process(raw_records(events))
+            runtime.posts += report.stored
+            runtime.dead += report.dead
+            runtime.batches += 1
+
+    @app.agent(dead_letters, name="persist-dead-letters", concurrency=1)
+    async def persist_dead_letters(stream: faust.StreamT[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in _batches(stream).take_events(
+            settings.max_batch, within=settings.max_wait
+        ):
+            rows = [_dead_letter_row(e) for e in events]
+            await retry_forever(
+                "dead-letter persist",
+                lambda rows=rows: loop.run_in_executor(  # type: ignore[misc]
+                    None, runtime.dead_letter_sink.write_dead_letters, rows
+                ),
+                settings.sink_retry_max,
+            )
+
+    async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        ours = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_raw)
+        log.info("partitions assigned", extra={"topic": settings.topic_raw, "partitions": ours})
+
+    app.on_partitions_assigned.connect(cast(Any, _assigned))
+
+    return app
+
+
+def _batches(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
+    # StreamT (what agents are typed to receive) does not declare take_events; the object
+    # an agent gets is always a faust.Stream, which has it.
+    return cast(faust.Stream[bytes], stream)
+
+
+def _dead_letter_row(event: Any) -> DeadLetterRow:
+    message = event.message
+    headers = message.headers
+    return DeadLetterRow(
+        origin=_header(headers, "moodwire-origin") or "unknown",
+        stage=_header(headers, "moodwire-stage") or "unknown",
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        reason=_header(headers, "moodwire-reason") or "no reason given",
+        payload=bytes(message.value or b""),
+    )
+
+
+def raw_records(events: Sequence[Any]) -> list[RawRecord]:
+    return [
+        RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.value)
+        for e in events
+    ]

@@ -1,0 +1,258 @@
+"""The batch step of the stream processor, independent of Faust.
+
+One call handles one micro-batch of raw Kafka records, in this order, and returns only
+when every sink has it (the caller acks the offsets after that, never before):
+
+1. decode each record (``records.decode_post``); bad ones go to the dead-letter topic
+   with the original bytes, the reason and their Kafka position;
+2. tag brands (``BrandMatcher.match``) and score the texts (``engine.predict``) in a
+   one-thread executor, so the event loop keeps heartbeating while the model runs;
+3. one Postgres transaction: insert posts and scores, then apply the Redis aggregates
+   of the posts whose score is new, then commit (why this order keeps the aggregates
+   exact: ``moodwire.sinks.postgres``);
+4. the scored records to the scored-posts topic.
+
+Postgres or Redis down: step 3 is retried whole, with backoff, forever (logged), and the
+offsets stay where they are. A record that appears twice in one batch is stored once and
+counted once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from moodwire.brands import BrandMatcher
+from moodwire.logs import get_logger
+from moodwire.records import (
+    DeadLetter,
+    InvalidRecord,
+    Post,
+    ScoredPost,
+    decode_post,
+    kafka_origin,
+)
+from moodwire.settings import Settings
+from moodwire.sinks.kafka import KafkaWriter
+from moodwire.sinks.postgres import PostgresSink, Stored
+from moodwire.sinks.redis_aggregates import Countable, RedisAggregates
+
+log = get_logger(__name__)
+T = TypeVar("T")
+STAGE = "process"
+
+
+class Scorer(Protocol):
+    """What the batch step needs of ``moodwire.model.engine.InferenceEngine``."""
+
+    model_version: str
+
+    def predict(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A message of the raw-posts topic: its position and its undecoded value."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    received: int
+    dead: int
+    stored: int
+    counted: int  # posts newly counted in the Redis aggregates
+    seconds: float
+
+
+def minute_of(post: Post) -> int:
+    """Epoch second of the start of the post's event-time minute (the aggregate bucket)."""
+    return int(post.created_at.timestamp()) // 60 * 60
+
+
+def decode_batch(
+    records: Sequence[RawRecord], max_text_chars: int
+) -> tuple[list[tuple[RawRecord, Post]], list[DeadLetter]]:
+    """Valid posts (the first of each key in the batch) and dead letters for the rest."""
+    good: list[tuple[RawRecord, Post]] = []
+    dead: list[DeadLetter] = []
+    seen: set[bytes] = set()
+    for record in records:
+        try:
+            if not record.value:
+                raise InvalidRecord("empty message")
+            post = decode_post(record.value, max_text_chars=max_text_chars)
+        except InvalidRecord as exc:
+            dead.append(
+                DeadLetter(
+                    payload=bytes(record.value or b""),
+                    reason=exc.reason,
+                    origin=kafka_origin(record.topic, record.partition, record.offset),
+                    stage=STAGE,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
+            )
+            continue
+        key = post.key
+        if key not in seen:
+            seen.add(key)
+            good.append((record, post))
+    return good, dead
+
+
+async def retry_forever(what: str, attempt: Callable[[], Awaitable[T]], max_delay: float) -> T:
+    """Await ``attempt()`` until it succeeds, pausing 0.1 s, 0.2 s, ... up to ``max_delay``."""
+    delay = 0.1
+    failures = 0
+    while True:
+        try:
+            result = await attempt()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures += 1
+            log.warning(
+                "%s failed; retrying, offsets held",
+                what,
+                extra={"attempt": failures, "retry_in_s": delay, "error": repr(exc)[:300]},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+            continue
+        if failures:
+            log.info("%s recovered", what, extra={"failed_attempts": failures})
+        return result
+
+
+class BatchProcessor:
+    """Decode, match, score and write one micro-batch; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Scorer,
+        matcher: BrandMatcher,
+        postgres: PostgresSink,
+        aggregates: RedisAggregates,
+        kafka: KafkaWriter,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._matcher = matcher
+        self._postgres = postgres
+        self._aggregates = aggregates
+        self._kafka = kafka
+        # The model and the blocking sinks each get one thread: the model's torch threads
+        # do the parallel work, and one connection per sink keeps writes in order.
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="moodwire-model")
+        self._io_thread = ThreadPoolExecutor(1, thread_name_prefix="moodwire-sinks")
+        self._crash_after = settings.fault_crash_after
+
+    @property
+    def model_version(self) -> str:
+        return self._engine.model_version
+
+    def close(self) -> None:
+        self._model_thread.shutdown(wait=True)
+        self._io_thread.shutdown(wait=True)
+        self._postgres.close()
+
+    async def process(self, records: Sequence[RawRecord]) -> BatchReport:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        good, dead = decode_batch(records, self._settings.max_text_chars)
+        if dead:
+            await retry_forever(
+                "dead-letter send",
+                lambda: self._kafka.send_dead_letters(self._settings.topic_dead_letters, dead),
+                self._settings.sink_retry_max,
+            )
+        if not good:
+            return BatchReport(len(records), len(dead), 0, 0, time.perf_counter() - started)
+
+        posts = [post for _, post in good]
+        scored = await loop.run_in_executor(self._model_thread, self._score, posts)
+        counted = 0
+
+        def persist() -> list[Stored]:
+            nonlocal counted
+            counted = 0
+            return self._postgres.write(scored, before_commit=count_in_redis)
+
+        def count_in_redis(stored: list[Stored]) -> None:
+            nonlocal counted
+            countable = [
+                Countable(
+                    partition=raw.partition,
+                    offset=raw.offset,
+                    source=s.scored.post.source,
+                    minute=minute_of(s.scored.post),
+                    brands=s.scored.brands,
+                    label=s.scored.label,
+                    score=s.scored.score,
+                    new=s.new,
+                )
+                for (raw, _), s in zip(good, stored, strict=True)
+            ]
+            counted = self._aggregates.apply(
+                self.model_version, self._settings.topic_raw, countable
+            )
+            self._fault_point("redis")
+
+        stored = await retry_forever(
+            "postgres+redis write",
+            lambda: loop.run_in_executor(self._io_thread, persist),
+            self._settings.sink_retry_max,
+        )
+        self._fault_point("postgres")
+        await retry_forever(
+            "scored send",
+            lambda: self._kafka.send_scored(
+                self._settings.topic_scored, [s.scored for s in stored]
+            ),
+            self._settings.sink_retry_max,
+        )
+        self._fault_point("scored")
+        return BatchReport(
+            len(records), len(dead), len(stored), counted, time.perf_counter() - started
+        )
+
+    def _score(self, posts: list[Post]) -> list[ScoredPost]:
+        match = self._matcher.match
+        brands = [match(p.text) for p in posts]
+        probs = self._engine.predict([p.text for p in posts])
+        labels = probs.argmax(axis=1).tolist()
+        rows = probs.tolist()
+        version = self._engine.model_version
+        return [
+            ScoredPost(
+                post=p,
+                label=int(label),
+                probs=(row[0], row[1], row[2]),
+                model_version=version,
+                brands=b,
+            )
+            for p, label, row, b in zip(posts, labels, rows, brands, strict=True)
+        ]
+
+    def _fault_point(self, where: str) -> None:
+        # Fault injection for the exactness tests (settings.fault_crash_after): die like
+        # `kill -9`, with no cleanup and no offset commit.
+        if self._crash_after == where:
+            log.warning("fault injection: killing the worker", extra={"after": where})
+            os.kill(os.getpid(), signal.SIGKILL)

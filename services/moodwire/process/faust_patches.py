@@ -1,0 +1,193 @@
+"""The ONE place where moodwire changes Faust's internals (faust-streaming 0.15.3).
+
+Measured on this machine (``/work/shared/notes/broker.md``, and ``bench/`` here), stock
+Faust spends most of a worker's CPU outside the agent. Two changes, both keeping Faust's
+at-least-once semantics, cut it:
+
+1. ``Consumer._drain_messages`` (the fetch loop) hands each message to the conductor with
+   ``await self.wait_first(callback(message), self.suspend_flow.wait())``: four asyncio
+   tasks and an ``asyncio.wait`` per message, about a third of the worker's time. The
+   callback almost never blocks (it puts the event on a stream's queue), so the patched
+   loop runs it directly, one step, and only when it really suspends (queue full, flow
+   control) does it continue it under the very same ``wait_first`` race as stock Faust.
+   The loop still yields to the event loop after every message.
+2. Faust builds its aiokafka consumer with ``fetch_max_wait_ms=1500`` hard-coded, and the
+   worker also reads its always-empty ``<app>-__assignor-__leader`` topic: a fetch for
+   only that partition sits on the broker for 1.5 s while data waits. The patched factory
+   sets ``settings.fetch_max_wait_ms`` (50 ms by default).
+
+Each patch checks that the code it replaces is the code it was written against and
+refuses (logging why, leaving Faust stock) otherwise; ``tests/process/test_faust_patches.py``
+proves both still apply and a worker still consumes with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Coroutine, Generator
+from typing import Any
+
+from moodwire.logs import get_logger
+
+log = get_logger(__name__)
+
+FAUST_VERSION = "0.15.3"
+_STOCK_DISPATCH = "await self.wait_first(\n                                callback(message)"
+_STOCK_FETCH_WAIT = "fetch_max_wait_ms=1500"
+
+_applied: dict[str, bool] = {}
+_fetch_max_wait_ms = 50
+
+
+class _Continue:
+    """Awaitable that continues a coroutine already advanced to its first suspension."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, to_yield = self._coro, self._first
+        while True:
+            try:
+                sent = yield to_yield
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation included: pass it on
+                try:
+                    to_yield = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    to_yield = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def _continue(coro: Coroutine[Any, Any, Any], first: Any) -> Any:
+    return await _Continue(coro, first)
+
+
+async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - hot loop
+    """Faust 0.15.3 ``Consumer._drain_messages`` with the per-message dispatch of patch 1."""
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    from faust.transport.consumer import CONSUMER_FETCHING
+
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    suspend_flow = self.suspend_flow
+    sleep = asyncio.sleep
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(CONSUMER_FETCHING)
+            ait = getmany(timeout=1.0)
+            await self.sleep(0)
+            if not self.should_stop:
+                async for tp, message in ait:
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        coro = callback(message)
+                        try:
+                            first = coro.send(None)
+                        except StopIteration:
+                            pass  # delivered without suspending: the common case
+                        else:
+                            await self.wait_first(_continue(coro, first), suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                        # Let the agent, heartbeats and commits run between messages.
+                        await sleep(0)
+                    else:
+                        self.log.dev("DROPPED MESSAGE ROFF %r", offset)
+                unset_flag(CONSUMER_FETCHING)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(CONSUMER_FETCHING)
+
+
+def _patch_dispatch() -> bool:
+    from faust.transport.consumer import Consumer
+
+    current = Consumer._drain_messages
+    if current is _drain_messages:
+        return True
+    if _STOCK_DISPATCH not in inspect.getsource(current):
+        log.warning("faust patch skipped: Consumer._drain_messages is not the 0.15.3 code")
+        return False
+    Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
+    return True
+
+
+def _patch_fetch_wait() -> bool:
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    current = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(current, "_moodwire_patched", False):
+        return True
+    if _STOCK_FETCH_WAIT not in inspect.getsource(current):
+        log.warning("faust patch skipped: the worker consumer factory is not the 0.15.3 code")
+        return False
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = current(self, transport)
+        # Read by AIOKafkaConsumer.start() when it builds its Fetcher.
+        consumer._fetch_max_wait_ms = _fetch_max_wait_ms
+        return consumer
+
+    create_worker_consumer._moodwire_patched = True  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+    return True
+
+
+def apply(fetch_max_wait_ms: int = 50) -> dict[str, bool]:
+    """Apply both patches (idempotent); returns which ones are in force."""
+    global _fetch_max_wait_ms
+    _fetch_max_wait_ms = fetch_max_wait_ms
+    import faust
+
+    if faust.__version__ != FAUST_VERSION:
+        log.warning(
+            "faust patches written for %s, found %s; checking the code itself",
+            FAUST_VERSION,
+            faust.__version__,
+        )
+    _applied["dispatch"] = _patch_dispatch()
+    _applied["fetch_wait"] = _patch_fetch_wait()
+    return dict(_applied)
+
+
+def applied() -> dict[str, bool]:
+    return dict(_applied)
+
+
+__all__ = ["FAUST_VERSION", "applied", "apply"]

@@ -1,0 +1,233 @@
+"""The records that flow through moodwire and their one codec (bytes <-> record).
+
+A raw post on the wire is a JSON object (schema: ``schemas/post.v1.json``). Decoding
+validates at the edge and raises :class:`InvalidRecord` with a human-readable reason;
+callers turn that into a dead letter, never a crash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+LABELS = ("negative", "neutral", "positive")
+DEFAULT_MAX_TEXT_CHARS = 20_000
+_MAX_KEY_CHARS = 256
+_OPTIONAL_STR = ("author", "url", "lang")
+
+
+class InvalidRecord(ValueError):
+    """A record that cannot enter the pipeline; ``reason`` says why, in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    id: str
+    source: str
+    text: str
+    created_at: datetime
+    author: str | None = None
+    url: str | None = None
+    lang: str | None = None
+    metadata: dict[str, Any] | None = None
+
+    @property
+    def key(self) -> bytes:
+        """Kafka key: the same post always lands in the same partition."""
+        return f"{self.source}\x1f{self.id}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredPost:
+    post: Post
+    label: int
+    probs: tuple[float, float, float]
+    model_version: str
+    brands: tuple[str, ...] = ()
+
+    @property
+    def sentiment(self) -> str:
+        return LABELS[self.label]
+
+    @property
+    def score(self) -> float:
+        """p_positive - p_negative, in [-1, 1]."""
+        return self.probs[2] - self.probs[0]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record the pipeline refused: its original bytes, why, and where it came from."""
+
+    payload: bytes
+    reason: str
+    origin: str  # e.g. "moodwire.posts.raw[2]@1041" or "file:///data/feed.jsonl:17"
+    stage: str  # "ingest" or "process"
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """Kafka headers for the dead-letter topic; the message value is ``payload``."""
+        out = [
+            ("moodwire-reason", self.reason.encode()),
+            ("moodwire-origin", self.origin.encode()),
+            ("moodwire-stage", self.stage.encode()),
+        ]
+        out.extend((f"moodwire-{k}", v.encode()) for k, v in self.extra.items())
+        return out
+
+
+def kafka_origin(topic: str, partition: int, offset: int) -> str:
+    return f"{topic}[{partition}]@{offset}"
+
+
+# --- raw posts ---------------------------------------------------------------------
+
+
+def decode_post(data: bytes, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> Post:
+    """Bytes from the raw topic (or a JSON Lines file) -> a valid Post, or InvalidRecord."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        # orjson rejects invalid UTF-8 too; say which it was.
+        try:
+            bytes(data).decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            raise InvalidRecord(f"invalid UTF-8 at byte {uexc.start}") from None
+        raise InvalidRecord(f"malformed JSON: {exc}") from None
+    return post_from_dict(obj, max_text_chars=max_text_chars)
+
+
+def post_from_dict(obj: Any, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> Post:
+    if not isinstance(obj, dict):
+        raise InvalidRecord(f"expected a JSON object, got {type(obj).__name__}")
+    version = obj.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise InvalidRecord(f"unsupported schema_version {version!r} (expected {SCHEMA_VERSION})")
+    missing = [k for k in ("id", "source", "text", "created_at") if obj.get(k) is None]
+    if missing:
+        raise InvalidRecord("missing field(s): " + ", ".join(missing))
+
+    post_id = obj["id"]
+    if isinstance(post_id, int) and not isinstance(post_id, bool):
+        post_id = str(post_id)
+    source = obj["source"]
+    for name, value in (("id", post_id), ("source", source)):
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidRecord(f"field {name!r} must be a non-empty string")
+        if len(value) > _MAX_KEY_CHARS:
+            raise InvalidRecord(f"field {name!r} longer than {_MAX_KEY_CHARS} characters")
+
+    text = obj["text"]
+    if not isinstance(text, str):
+        raise InvalidRecord(f"field 'text' must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidRecord("field 'text' is empty")
+    if len(text) > max_text_chars:
+        raise InvalidRecord(f"field 'text' has {len(text)} characters (limit {max_text_chars})")
+
+    created_at = parse_timestamp(obj["created_at"])
+
+    optional: dict[str, str | None] = {}
+    for name in _OPTIONAL_STR:
+        value = obj.get(name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidRecord(f"field {name!r} must be a string or null")
+        optional[name] = value
+    metadata = obj.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidRecord("field 'metadata' must be an object or null")
+
+    # PostgreSQL text and JSONB cannot hold U+0000: let one through and the sink would
+    # retry that batch forever.
+    if any("\x00" in v for v in (post_id, source, text, *optional.values()) if v):
+        raise InvalidRecord("a text field contains U+0000 (NUL)")
+    if metadata is not None and b"\\u0000" in orjson.dumps(metadata):
+        raise InvalidRecord("field 'metadata' contains U+0000 (NUL)")
+
+    return Post(
+        id=post_id,
+        source=source,
+        text=text,
+        created_at=created_at,
+        author=optional["author"],
+        url=optional["url"],
+        lang=optional["lang"],
+        metadata=metadata,
+    )
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """ISO 8601 with a zone (``Z`` or ``+hh:mm``); naive times are ambiguous, so refused."""
+    if not isinstance(value, str):
+        raise InvalidRecord("field 'created_at' must be an ISO 8601 string")
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRecord(f"field 'created_at' is not ISO 8601: {value[:40]!r}") from None
+    if stamp.tzinfo is None:
+        raise InvalidRecord("field 'created_at' has no time zone")
+    return stamp
+
+
+def post_to_dict(post: Post) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "id": post.id,
+        "source": post.source,
+        "text": post.text,
+        "created_at": post.created_at.isoformat(),
+    }
+    for name in _OPTIONAL_STR:
+        value = getattr(post, name)
+        if value is not None:
+            out[name] = value
+    if post.metadata is not None:
+        out["metadata"] = post.metadata
+    return out
+
+
+def encode_post(post: Post) -> bytes:
+    return orjson.dumps(post_to_dict(post))
+
+
+# --- scored posts ----------------------------------------------------------------------
+
+
+def scored_to_dict(scored: ScoredPost) -> dict[str, Any]:
+    out = post_to_dict(scored.post)
+    out.update(
+        brands=list(scored.brands),
+        sentiment=scored.sentiment,
+        score=round(scored.score, 6),
+        probs=[round(p, 6) for p in scored.probs],
+        model_version=scored.model_version,
+    )
+    return out
+
+
+def encode_scored(scored: ScoredPost) -> bytes:
+    return orjson.dumps(scored_to_dict(scored))
+
+
+def decode_scored(data: bytes) -> ScoredPost:
+    obj = orjson.loads(data)
+    post = post_from_dict(obj, max_text_chars=max(len(obj.get("text") or ""), 1))
+    probs = obj["probs"]
+    return ScoredPost(
+        post=post,
+        label=LABELS.index(obj["sentiment"]),
+        probs=(float(probs[0]), float(probs[1]), float(probs[2])),
+        model_version=obj["model_version"],
+        brands=tuple(obj.get("brands") or ()),
+    )

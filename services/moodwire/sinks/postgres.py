@@ -1,0 +1,216 @@
+"""Bulk, idempotent writes of scored posts and dead letters to PostgreSQL.
+
+A batch is one transaction of two multi-row ``INSERT ... ON CONFLICT DO NOTHING
+RETURNING`` statements (posts, then scores), so a redelivered batch inserts nothing
+twice. ``RETURNING`` tells which scores are new; for the others the stored row wins
+(brands and probabilities as first written), so every later consumer of the batch (the
+Redis aggregates, the scored topic) sees exactly what Postgres holds.
+
+``write`` runs a caller's step (the Redis aggregates) after the inserts and before the
+commit, while the new rows are still invisible and locked. That ordering is what makes
+the aggregates exact: a post is counted in Redis only when its score row is new in this
+transaction, and Redis remembers by offset what it counted. If the process dies after the
+Redis step but before the commit, the rows vanish with the transaction, come back new on
+redelivery, and Redis skips them by offset; if it dies after the commit, the rows are
+no longer new and Redis skips them by offset too. A post that arrives again later at a
+new offset (a replayed feed) is not new in Postgres and so is not counted twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from psycopg2.extras import execute_values
+from sqlalchemy import Engine
+from sqlalchemy.pool import PoolProxiedConnection
+
+from moodwire.records import ScoredPost
+
+_INSERT_POSTS = """
+INSERT INTO posts (source, source_id, text, created_at, author, url, lang, brands, metadata)
+VALUES %s
+ON CONFLICT (source, source_id) DO NOTHING
+RETURNING source, source_id
+"""
+_POSTS_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s, %s::text[], %s::jsonb)"
+
+_INSERT_SCORES = """
+INSERT INTO scores (source, source_id, model_version, label, p_negative, p_neutral,
+                    p_positive, score)
+VALUES %s
+ON CONFLICT (source, source_id, model_version) DO NOTHING
+RETURNING source, source_id
+"""
+
+_SELECT_STORED = """
+SELECT p.source, p.source_id, p.brands, s.label, s.p_negative, s.p_neutral, s.p_positive
+FROM posts p
+JOIN scores s ON s.source = p.source AND s.source_id = p.source_id AND s.model_version = %s
+WHERE (p.source, p.source_id) IN (VALUES {values})
+"""
+
+_INSERT_DEAD_LETTERS = """
+INSERT INTO dead_letters (origin, stage, topic, partition, "offset", reason, payload)
+VALUES %s
+ON CONFLICT (topic, partition, "offset") DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A scored post as Postgres holds it; ``new`` when this transaction inserted its score."""
+
+    scored: ScoredPost
+    new: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    origin: str
+    stage: str
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    payload: bytes
+
+
+class PostgresSink:
+    """Owns one connection (reopened after a failure); not thread-safe, use from one thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: PoolProxiedConnection | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def write(
+        self,
+        batch: Sequence[ScoredPost],
+        before_commit: Callable[[list[Stored]], None] | None = None,
+    ) -> list[Stored]:
+        """Store posts and scores (keys unique within ``batch``); returns them as stored."""
+        if not batch:
+            return []
+        stored: list[Stored] = self._transaction(lambda cur: self._write(cur, batch, before_commit))
+        return stored
+
+    def write_dead_letters(self, rows: Sequence[DeadLetterRow]) -> None:
+        if not rows:
+            return
+        values = [
+            (r.origin, r.stage, r.topic, r.partition, r.offset, r.reason, r.payload) for r in rows
+        ]
+        self._transaction(
+            lambda cur: execute_values(cur, _INSERT_DEAD_LETTERS, values, page_size=len(values))
+        )
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _transaction(self, body: Callable[[Any], Any]) -> Any:
+        conn = self._connection()
+        try:
+            cur = conn.cursor()
+            try:
+                result = body(cur)
+            finally:
+                cur.close()
+            conn.commit()
+            return result
+        except BaseException:
+            # A broken connection cannot even roll back; drop it and reconnect next time.
+            try:
+                conn.rollback()
+            except Exception:
+                self._discard()
+            raise
+
+    def _connection(self) -> PoolProxiedConnection:
+        if self._conn is None:
+            self._conn = self._engine.raw_connection()
+        return self._conn
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already dead: nothing to release
+                conn.invalidate()
+
+    def _write(
+        self,
+        cur: Any,
+        batch: Sequence[ScoredPost],
+        before_commit: Callable[[list[Stored]], None] | None,
+    ) -> list[Stored]:
+        version = batch[0].model_version
+        posts = [_post_row(s) for s in batch]
+        new_posts = execute_values(
+            cur, _INSERT_POSTS, posts, template=_POSTS_TEMPLATE, page_size=len(posts), fetch=True
+        )
+        scores = [_score_row(s) for s in batch]
+        new_scores = execute_values(cur, _INSERT_SCORES, scores, page_size=len(scores), fetch=True)
+        fresh_posts = {(row[0], row[1]) for row in new_posts}
+        fresh_scores = {(row[0], row[1]) for row in new_scores}
+        if len(fresh_posts) == len(batch) and len(fresh_scores) == len(batch):
+            result = [Stored(s, True) for s in batch]
+        else:
+            result = self._merge_stored(cur, version, batch, fresh_posts, fresh_scores)
+        if before_commit is not None:
+            before_commit(result)
+        return result
+
+    @staticmethod
+    def _merge_stored(
+        cur: Any,
+        version: str,
+        batch: Sequence[ScoredPost],
+        fresh_posts: set[tuple[str, str]],
+        fresh_scores: set[tuple[str, str]],
+    ) -> list[Stored]:
+        stale = [
+            (s.post.source, s.post.id)
+            for s in batch
+            if (s.post.source, s.post.id) not in fresh_posts
+            or (s.post.source, s.post.id) not in fresh_scores
+        ]
+        values = ",".join(["(%s, %s)"] * len(stale))
+        cur.execute(
+            _SELECT_STORED.format(values=values),
+            [version, *(part for key in stale for part in key)],
+        )
+        stored = {(row[0], row[1]): row[2:] for row in cur.fetchall()}
+        out: list[Stored] = []
+        for s in batch:
+            key = (s.post.source, s.post.id)
+            row = stored.get(key)
+            if row is None:
+                out.append(Stored(s, key in fresh_scores))
+                continue
+            brands, label, p_neg, p_neu, p_pos = row
+            as_stored = ScoredPost(
+                post=s.post,
+                label=int(label),
+                probs=(float(p_neg), float(p_neu), float(p_pos)),
+                model_version=version,
+                brands=tuple(brands),
+            )
+            out.append(Stored(as_stored, key in fresh_scores))
+        return out
+
+
+def _post_row(s: ScoredPost) -> tuple[Any, ...]:
+    p = s.post
+    metadata = orjson.dumps(p.metadata).decode() if p.metadata is not None else None
+    return (p.source, p.id, p.text, p.created_at, p.author, p.url, p.lang, list(s.brands), metadata)
+
+
+def _score_row(s: ScoredPost) -> tuple[Any, ...]:
+    neg, neu, pos = s.probs
+    return (s.post.source, s.post.id, s.model_version, s.label, neg, neu, pos, pos - neg)

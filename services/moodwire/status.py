@@ -1,0 +1,111 @@
+"""What an operator checks first: ``collect(settings) -> dict`` (used by ``moodwire status``
+and the demo's live summary).
+
+Keys: ``model_version`` (the serving model, from ``settings.model_path``), ``posts`` (rows
+in Postgres), ``scored`` (score rows of the serving version), ``aggregate_total`` (posts
+counted in the serving version's Redis aggregates, each post once whatever brands it
+names), ``dead_letters`` (rows, and ``dead_letters_by_stage``), ``brands`` (per brand:
+posts, negative, neutral, positive, mean_score, from the Redis totals; ``(none)`` holds the
+posts that name no brand) and ``errors`` (one line per server that could not be read; the
+figures from it are then None). It never raises for a server being down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from moodwire.db import tables
+from moodwire.db.engine import make_engine
+from moodwire.redis_client import connect
+from moodwire.settings import Settings
+from moodwire.sinks.redis_aggregates import ALL_BRANDS, Bucket, RedisAggregates
+
+
+def serving_model_version(model_path: Path) -> str | None:
+    """The version the processor would stamp on scores, without loading the model."""
+    from moodwire.model import artifact
+
+    try:
+        return artifact.model_version(model_path)
+    except (OSError, ValueError):
+        return None
+
+
+def _brand_summary(bucket: Bucket) -> dict[str, Any]:
+    return {
+        "posts": bucket.n,
+        "negative": bucket.neg,
+        "neutral": bucket.neu,
+        "positive": bucket.pos,
+        "mean_score": round(bucket.score_sum / bucket.n, 4) if bucket.n else None,
+    }
+
+
+def _postgres_figures(settings: Settings, version: str | None) -> dict[str, Any]:
+    engine = make_engine(settings, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as conn:
+            posts = conn.scalar(select(func.count()).select_from(tables.Post))
+            scored = (
+                conn.scalar(
+                    select(func.count())
+                    .select_from(tables.Score)
+                    .where(tables.Score.model_version == version)
+                )
+                if version
+                else None
+            )
+            by_stage = {
+                str(stage): int(n)
+                for stage, n in conn.execute(
+                    select(tables.DeadLetter.stage, func.count()).group_by(tables.DeadLetter.stage)
+                )
+            }
+    finally:
+        engine.dispose()
+    return {
+        "posts": int(posts or 0),
+        "scored": None if scored is None else int(scored),
+        "dead_letters": sum(by_stage.values()),
+        "dead_letters_by_stage": by_stage,
+    }
+
+
+def _redis_figures(settings: Settings, version: str | None) -> dict[str, Any]:
+    if version is None:
+        return {"aggregate_total": None, "brands": {}}
+    client = connect(settings)
+    try:
+        totals = RedisAggregates(client).totals(version)
+    finally:
+        client.close()
+    everything = totals.get(ALL_BRANDS)
+    return {
+        "aggregate_total": everything.n if everything else 0,
+        "brands": {b: _brand_summary(t) for b, t in sorted(totals.items()) if b != ALL_BRANDS},
+    }
+
+
+def collect(settings: Settings) -> dict[str, Any]:
+    version = serving_model_version(settings.model_path)
+    out: dict[str, Any] = {
+        "model_version": version,
+        "posts": None,
+        "scored": None,
+        "aggregate_total": None,
+        "dead_letters": None,
+        "dead_letters_by_stage": {},
+        "brands": {},
+        "errors": [],
+    }
+    if version is None:
+        out["errors"].append(f"model: no readable model at {settings.model_path}")
+    for name, read in (("postgres", _postgres_figures), ("redis", _redis_figures)):
+        try:
+            out.update(read(settings, version))
+        except Exception as exc:  # a down server is a figure we cannot show, not a crash
+            out["errors"].append(f"{name}: {type(exc).__name__}: {str(exc).strip()[:200]}")
+    return out

