@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test lint typecheck bench clean browser
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/classifier.py
 	$(BIN)/python bench/pipeline.py
+
+# Headless Chromium for the browser test (tests/e2e skips without it): Debian's package.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	  || ($(SUDO) apt-get update && $(SUDO) apt-get install -y chromium)
+	@chromium --version 2>/dev/null || chromium-browser --version
 
 clean:
 	rm -rf $(VENV) build *.egg-info

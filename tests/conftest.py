@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,6 +58,18 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     get_settings.cache_clear()
 
 
+@pytest.fixture
+def server_tmp_path() -> Iterator[Path]:
+    """A temporary directory a server running as another user can reach (see stack/postgres).
+
+    Not under pytest's tmp_path: pytest resets /tmp/pytest-of-<user> to mode 700 whenever
+    any session starts, which would lock out PostgreSQL's unprivileged user mid-test.
+    """
+    path = Path(tempfile.mkdtemp(prefix="moodwire-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _retry(make: Callable[[int], ServerProcess], attempts: int = 3) -> ServerProcess:
     # A free port can be taken by a concurrent test session before our server binds it.
     error: StackError | None = None
@@ -81,7 +95,10 @@ def _local_postgres_answers() -> bool:
         return False
     try:
         psycopg2.connect(
-            host="127.0.0.1", port=LOCAL_PG_PORT, user="postgres", dbname="postgres",
+            host="127.0.0.1",
+            port=LOCAL_PG_PORT,
+            user="postgres",
+            dbname="postgres",
             connect_timeout=3,
         ).close()
     except psycopg2.OperationalError:
@@ -95,7 +112,8 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if _local_postgres_answers():
         port = LOCAL_PG_PORT
     else:
-        root = tmp_path_factory.mktemp("postgres")
+        # Not under tmp_path_factory: see server_tmp_path.
+        root = Path(tempfile.mkdtemp(prefix="moodwire-test-pg-"))
         embedded = _retry(lambda p: start_postgres(root / "data", p, root / "postgres.log"))
         port = embedded.port
     name = f"moodwire_test_{uuid.uuid4().hex[:12]}"
@@ -113,6 +131,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         admin.close()
         if embedded is not None:
             stop(embedded.pid, embedded.create_time, STOP_SIGNAL)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _claim_local_redis_db(token: str) -> int | None:
@@ -179,9 +198,7 @@ def redis_client(_redis_session: tuple[str, str]) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def settings(
-    broker_url: str, database_url: str, redis_url: str, tmp_path: Path
-) -> Settings:
+def settings(broker_url: str, database_url: str, redis_url: str, tmp_path: Path) -> Settings:
     suffix = uuid.uuid4().hex[:10]
     result = Settings(
         state_dir=tmp_path / "state",

@@ -119,6 +119,17 @@ class Settings(BaseSettings):
         default=True,
         description="Apply moodwire.process.faust_patches (measured per-event cost cuts).",
     )
+    process_threads: int = Field(
+        default=1,
+        ge=1,
+        description="Torch threads of the stream processor's model. The broker, Postgres and "
+        "Redis share the cores; on 2 busy cores 2 threads measured 40x slower than 1.",
+    )
+    overlap_batches: bool = Field(
+        default=True,
+        description="Score the next micro-batch while the previous one is being written "
+        "(its offsets are acked only once written); false: one batch at a time.",
+    )
     sink_retry_max: float = Field(
         default=10.0,
         gt=0,
@@ -131,6 +142,49 @@ class Settings(BaseSettings):
     )
     brands_file: Path | None = Field(
         default=None, description="YAML file of brands; default: the bundled demo brands."
+    )
+
+    # --- alerts (negative spikes) and the live web page ----------------------------------
+    alert_window_minutes: int = Field(
+        default=2, ge=1, le=60, description="Length of an alert window (event-time minutes)."
+    )
+    alert_baseline_minutes: int = Field(
+        default=60, ge=5, description="Minutes before a window that form its baseline."
+    )
+    alert_lateness_minutes: int = Field(
+        default=1,
+        ge=0,
+        description="A window is judged once the newest event minute is this far past its end.",
+    )
+    alert_lookback_minutes: int = Field(
+        default=30, ge=1, description="Closed windows of this many recent minutes are checked."
+    )
+    alert_min_posts: int = Field(
+        default=20, ge=1, description="Fewer posts than this in a window never alert."
+    )
+    alert_min_baseline_posts: int = Field(
+        default=50, ge=1, description="A baseline with fewer posts is too thin to judge against."
+    )
+    alert_min_ratio: float = Field(
+        default=1.5, gt=1, description="Window negative share must be >= this x the baseline's."
+    )
+    alert_min_increase: float = Field(
+        default=0.10, ge=0, le=1, description="... and at least this many share points above it."
+    )
+    alert_min_z: float = Field(
+        default=3.0, ge=0, description="... and this many binomial standard errors above it."
+    )
+    alert_interval: float = Field(
+        default=10.0, gt=0, description="Seconds between detection runs of `moodwire alerts`."
+    )
+    web_api_host: str = Field(
+        default="127.0.0.1", description="Bind address of `moodwire web` (the live page)."
+    )
+    web_api_port: int = Field(
+        default=8080, ge=0, le=65535, description="Port of `moodwire web` (the live page)."
+    )
+    web_refresh_seconds: float = Field(
+        default=3.0, gt=0, description="How often the live page polls for new figures."
     )
 
     # --- model -------------------------------------------------------------------------

@@ -44,12 +44,13 @@ def _moodwire(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
 
 def _gone(pid: int) -> bool:
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 
 
-def test_embedded_stack_up_answers_then_down_stops_its_pids(tmp_path: Path) -> None:
+def test_embedded_stack_up_answers_then_down_stops_its_pids(server_tmp_path: Path) -> None:
+    tmp_path = server_tmp_path
     env = _env(tmp_path / "state")
     started = _moodwire(env, "stack", "up")
     pids: list[int] = []
@@ -133,7 +134,8 @@ def test_missing_broker_binary_names_the_fix(
         broker_module.start_broker(free_port(), tmp_path / "broker.log")
 
 
-def test_server_that_fails_to_start_reports_its_log(tmp_path: Path) -> None:
+def test_server_that_fails_to_start_reports_its_log(server_tmp_path: Path) -> None:
+    tmp_path = server_tmp_path
     data = tmp_path / "pg"
     data.mkdir()
     (data / "PG_VERSION").write_text("not a version\n")  # a broken data directory
@@ -142,3 +144,54 @@ def test_server_that_fails_to_start_reports_its_log(tmp_path: Path) -> None:
     message = str(info.value)
     assert "\n" not in message
     assert "exited at start" in message and str(tmp_path / "postgres.log") in message
+
+
+def test_down_spares_a_process_whose_pid_was_reused(tmp_path: Path) -> None:
+    # A stack file whose PID now belongs to another process (start time differs).
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        state_dir = tmp_path / "state"
+        state_dir.mkdir()
+        record = {
+            "name": "broker",
+            "pid": bystander.pid,
+            "create_time": psutil.Process(bystander.pid).create_time() - 3600,
+            "port": 1,
+            "url": "127.0.0.1:1",
+            "log": "x",
+        }
+        (state_dir / "stack.json").write_text(
+            json.dumps({"urls": {"broker_url": "127.0.0.1:1"}, "servers": [record]})
+        )
+        result = _moodwire(_env(state_dir), "stack", "down")
+        assert result.returncode == 0
+        assert bystander.poll() is None
+        assert not (state_dir / "stack.json").exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_urls_from_the_stack_file_fill_only_what_the_environment_leaves(tmp_path: Path) -> None:
+    (tmp_path / "stack.json").write_text(
+        json.dumps({"urls": {"broker_url": "127.0.0.1:7", "redis_url": "redis://127.0.0.1:8/0"}})
+    )
+    settings = Settings(state_dir=tmp_path, redis_url="redis://elsewhere:6379/0")
+    assert settings.broker_url == "127.0.0.1:7"
+    assert not settings.configured_by_env("broker_url")
+    assert settings.redis_url == "redis://elsewhere:6379/0"
+    assert settings.configured_by_env("redis_url")
+    assert settings.database_url is None
+
+
+def test_unreachable_configured_broker_fails_fast_in_one_line(tmp_path: Path) -> None:
+    env = _env(
+        tmp_path / "state",
+        MOODWIRE_BROKER_URL=f"127.0.0.1:{free_port()}",
+        MOODWIRE_DATABASE_URL="postgresql+psycopg2://postgres@127.0.0.1:1/none",
+        MOODWIRE_REDIS_URL="redis://127.0.0.1:1/0",
+    )
+    result = _moodwire(env, "stack", "up")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no broker answers" in errors[0]

@@ -1,9 +1,42 @@
-"""CLI: `moodwire classify` (placeholder until its issue lands)."""
+"""CLI: `moodwire classify` (JSON Lines in, scored JSON Lines out)."""
 
 from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import BinaryIO
 
 import typer
 
 
+def classify(
+    input: Path | None = typer.Option(None, "--input", "-i", help="JSONL file (default stdin)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="JSONL file (default stdout)."),
+    model: Path | None = typer.Option(None, "--model", help="Model dir (default: shipped model)."),
+    batch_size: int = typer.Option(512, "--batch-size", min=1, help="Posts scored per batch."),
+) -> None:
+    """Add sentiment, score, probs and model_version to each {"text": ...} line."""
+    from moodwire.model.classify import classify_lines
+    from moodwire.model.engine import InferenceEngine
+
+    with ExitStack() as stack:
+        try:
+            source: BinaryIO = stack.enter_context(input.open("rb")) if input else sys.stdin.buffer
+        except OSError as exc:
+            typer.echo(f"error: cannot read {input}: {exc.strerror}", err=True)
+            raise typer.Exit(2) from exc
+        engine = InferenceEngine.load(model, batch_size=batch_size)
+        sink: BinaryIO = stack.enter_context(output.open("wb")) if output else sys.stdout.buffer
+        try:
+            counts = classify_lines(source, sink.write, engine, batch_size=batch_size)
+        except OSError as exc:  # e.g. a directory given as input, or a read error mid-way
+            typer.echo(f"error: reading input failed: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        sink.flush()
+    typer.echo(f"classified {counts.scored} posts, {counts.errors} bad lines", err=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    app.command("classify")(classify)

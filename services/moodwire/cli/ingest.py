@@ -54,7 +54,7 @@ def ingest(
     with _stop_on_signals(run):
         try:
             stats = run.run(connector)
-        except (IngestError, MissingServerError) as exc:
+        except (IngestError, MissingServerError, ConnectorError) as exc:
             _fail(str(exc))
     _print_summary(stats, settings.topic_raw, settings.topic_dead_letters)
     if stats.failed:

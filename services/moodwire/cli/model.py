@@ -1,9 +1,116 @@
-"""CLI: `moodwire model` (placeholder until its issue lands)."""
+"""CLI: `moodwire model train|eval`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from moodwire.model.engine import LABELS
+
+console = Console(stderr=True)
+
+
+class _Bar:
+    """Rich progress bar: loss as it falls, val macro-recall after each epoch."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("train", total=None, loss=float("nan"), val="-")
+        self.loss = 0.0
+
+    def start_epoch(self, epoch: int, steps: int) -> None:
+        self.progress.reset(self.task, total=steps, description=f"epoch {epoch}")
+
+    def step(self, loss: float) -> None:
+        self.loss = loss if self.loss == 0.0 else 0.95 * self.loss + 0.05 * loss
+        self.progress.update(self.task, advance=1, loss=self.loss)
+
+    def end_epoch(self, epoch: int, val_macro_recall: float, best: float) -> None:
+        self.progress.update(self.task, val=f"{val_macro_recall:.4f} (best {best:.4f})")
+        console.print(f"epoch {epoch}: val macro-recall {val_macro_recall:.4f}, best {best:.4f}")
+
+
+def _data_dir(data: Path | None) -> Path:
+    from moodwire.model.data import default_data_dir
+
+    path = data or default_data_dir()
+    if not path.is_dir():
+        raise typer.BadParameter(f"{path} is not a directory (set --data or MOODWIRE_DATA_DIR)")
+    return path
+
+
+def train(
+    data: Path | None = typer.Option(
+        None, "--data", help="Shared data dir (default ../shared/data)."
+    ),
+    out: Path = typer.Option(
+        Path("models/moodwire-gru"), "--out", help="Model directory to write."
+    ),
+    epochs: int = typer.Option(6, help="Most epochs (early stopping on val macro-recall)."),
+    hidden: int = typer.Option(64, help="GRU hidden size per direction."),
+    seed: int = typer.Option(13, help="Random seed."),
+    max_train: int | None = typer.Option(None, help="Train on a random slice (quick runs)."),
+) -> None:
+    """Train on TweetEval train, select on val, save the folded model and its card."""
+    from dataclasses import replace
+
+    from moodwire.model.train import TrainConfig
+    from moodwire.model.train import train as run_training
+
+    config = replace(TrainConfig(), epochs=epochs, hidden=hidden, seed=seed, max_train=max_train)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[val]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        result = run_training(_data_dir(data), out, config, progress=_Bar(progress))
+    console.print(
+        f"saved {result.model_version} to {out} in {result.seconds:.0f} s: best epoch "
+        f"{result.best_epoch}, val macro-recall {result.val.macro_recall:.4f}"
+    )
+
+
+def evaluate(
+    model: Path = typer.Option(Path("models/moodwire-gru"), "--model", help="Model directory."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Shared data dir (default ../shared/data)."
+    ),
+    split: list[str] = typer.Option(["val", "test"], "--split", help="Splits to score."),
+) -> None:
+    """Print macro-recall, accuracy, per-class P/R/F1, confusion and ECE; update the card."""
+    from moodwire.model.evaluate import evaluate as run_eval
+
+    reports = run_eval(model, _data_dir(data), tuple(split))
+    out = Console()
+    for name, r in reports.items():
+        out.print(
+            f"[bold]{name}[/bold] ({r.n}): macro-recall {r.macro_recall:.4f}  "
+            f"accuracy {r.accuracy:.4f}  macro-F1 {r.macro_f1:.4f}  ECE {r.ece:.4f}"
+        )
+        table = Table("class", "precision", "recall", "F1", "support", *[f"-> {x}" for x in LABELS])
+        for i, label in enumerate(LABELS):
+            table.add_row(
+                label,
+                f"{r.precision[i]:.4f}",
+                f"{r.recall[i]:.4f}",
+                f"{r.f1[i]:.4f}",
+                str(r.support[i]),
+                *[str(v) for v in r.confusion[i]],
+            )
+        out.print(table)
+    out.print(f"model card updated: {model / 'README.md'}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
+    group = typer.Typer(help="Train and evaluate the GRU sentiment model.", no_args_is_help=True)
+    group.command("train")(train)
+    group.command("eval")(evaluate)
+    app.add_typer(group, name="model")

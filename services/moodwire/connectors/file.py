@@ -56,6 +56,10 @@ class FileConnector(Connector):
         self._origin_prefix = "file://" + (
             str(self.path.resolve()) if self.path.exists() else str(self.path)
         )
+        if self.format == "csv" and self.path.is_file():
+            # Fail at start, not after the producer is up, when the header cannot work.
+            with self._open() as stream:
+                self._csv_header(csv.reader(_text(stream)))
 
     def _format(self) -> str:
         chosen = self.option_str("format")
@@ -118,22 +122,10 @@ class FileConnector(Connector):
             yield RawRecord(payload=line, origin=self._origin(number))
 
     def _csv_records(self, stream: IO[bytes]) -> Iterator[RawRecord]:
-        # surrogateescape keeps invalid UTF-8 visible (as lone surrogates) instead of
-        # failing the whole file; such a row becomes a dead letter with its own bytes.
-        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.reader(text)
-        try:
-            header = next(reader)
-        except StopIteration:
+        reader = csv.reader(_text(stream))
+        columns = self._csv_header(reader)
+        if columns is None:
             return
-        except csv.Error as exc:
-            raise ConnectorError(f"{self.path}: cannot read the CSV header: {exc}") from None
-        columns = [c.strip() for c in header]
-        missing = [c for c in ("id", "text", "created_at") if c not in columns]
-        if "source" not in columns and self.default_source is None:
-            missing.append("source (or ?source=NAME)")
-        if missing:
-            raise ConnectorError(f"{self.path}: CSV header lacks column(s): {', '.join(missing)}")
         start = reader.line_num + 1
         while not self.stopped:
             try:
@@ -148,6 +140,21 @@ class FileConnector(Connector):
             if not any(cell.strip() for cell in row):
                 continue
             yield self._csv_record(columns, row, origin)
+
+    def _csv_header(self, reader: Any) -> list[str] | None:
+        try:
+            header = next(reader)
+        except StopIteration:
+            return None
+        except csv.Error as exc:
+            raise ConnectorError(f"{self.path}: cannot read the CSV header: {exc}") from None
+        columns = [str(c).strip() for c in header]
+        missing = [c for c in ("id", "text", "created_at") if c not in columns]
+        if "source" not in columns and self.default_source is None:
+            missing.append("source (or ?source=NAME)")
+        if missing:
+            raise ConnectorError(f"{self.path}: CSV header lacks column(s): {', '.join(missing)}")
+        return columns
 
     def _csv_record(self, columns: list[str], row: list[str], origin: str) -> RawRecord:
         buffer = io.StringIO()
@@ -174,6 +181,12 @@ class FileConnector(Connector):
         if metadata:
             fields["metadata"] = metadata
         return RawRecord(payload, origin, fields=fields)
+
+
+def _text(stream: IO[bytes]) -> io.TextIOWrapper:
+    # surrogateescape keeps invalid UTF-8 visible (as lone surrogates) instead of failing
+    # the whole file; such a row becomes a dead letter with its own bytes.
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
 def _skip_rest_of_line(stream: IO[bytes]) -> int:

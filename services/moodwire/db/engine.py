@@ -16,7 +16,7 @@ def make_engine(source: Settings | str, **kwargs: object) -> Engine:
     """An Engine for the configured database (or an explicit SQLAlchemy URL)."""
     options: dict[str, object] = {"pool_pre_ping": True}
     options.update(kwargs)
-    return create_engine(database_url(source), **options)  # type: ignore[arg-type]
+    return create_engine(database_url(source), **options)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

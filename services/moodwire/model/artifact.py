@@ -43,6 +43,7 @@ def save(artifact: Artifact, out_dir: Path) -> str:
         for k, v in artifact.tensors.items()
     }
     save_file(tensors, str(out_dir / WEIGHTS))
+    (out_dir / WEIGHTS).chmod(0o644)  # safetensors writes 0600; the model is shipped
     (out_dir / VOCAB).write_text("\n".join(artifact.vocab) + "\n", encoding="utf-8")
     config = {"name": MODEL_NAME, "semver": MODEL_SEMVER, **artifact.config}
     (out_dir / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -51,7 +51,7 @@ class InferenceEngine:
         self.model_version = model_version
         self.device = device
         self.batch_size = max(1, int(batch_size))
-        self.vocab = Vocabulary(model.vocab[2:])
+        self.vocab = Vocabulary(model.vocab[2:], subwords=bool(model.config.get("subwords")))
         if self.vocab.tokens != model.vocab:
             raise ValueError("vocab.txt must start with <pad>, <unk> and hold no duplicates")
         # Half precision on GPU only: this CPU's float16 element-wise ops are slower.

@@ -21,6 +21,7 @@ class NetConfig:
     hidden: int = 64
     bidirectional: bool = True
     dropout: float = 0.3
+    token_dim: int = 0  # >0: a per-token Linear+GELU layer before the GRU (folded away too)
 
     @property
     def directions(self) -> int:
@@ -36,8 +37,15 @@ class GRUClassifier(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=0)
         self.embedding_dropout = nn.Dropout(config.dropout)
+        gru_input = config.embedding_dim
+        self.token_layer: nn.Module = nn.Identity()
+        if config.token_dim > 0:
+            self.token_layer = nn.Sequential(
+                nn.Linear(config.embedding_dim, config.token_dim), nn.GELU()
+            )
+            gru_input = config.token_dim
         self.gru = nn.GRU(
-            config.embedding_dim,
+            gru_input,
             config.hidden,
             batch_first=True,
             bidirectional=config.bidirectional,
@@ -47,7 +55,7 @@ class GRUClassifier(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Logits (B, 3) of padded ids (B, T) with true lengths (B,) >= 1."""
-        x = self.embedding_dropout(self.embedding(ids))
+        x = self.token_layer(self.embedding_dropout(self.embedding(ids)))
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
@@ -64,9 +72,10 @@ def fold(model: GRUClassifier) -> dict[str, torch.Tensor]:
     as in ``nn.GRU``); ``w_hh`` [D, H, 3H]; ``b_hh`` [D, 1, 3H]; the head as is.
     """
     gru = model.gru
-    emb = model.embedding.weight.detach()
     suffixes = ["", "_reverse"][: model.config.directions]
+    model.eval()
     with torch.no_grad():
+        emb = model.token_layer(model.embedding.weight)
         gates_x = torch.stack(
             [
                 emb @ getattr(gru, f"weight_ih_l0{s}").T + getattr(gru, f"bias_ih_l0{s}")

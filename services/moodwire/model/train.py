@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from moodwire.logs import get_logger
-from moodwire.model import artifact, data, metrics
+from moodwire.model import artifact, card, data, metrics
 from moodwire.model.engine import InferenceEngine
 from moodwire.model.network import GRUClassifier, NetConfig, fold
-from moodwire.model.pretrained import EMBEDDING_DIM, minilm_word_vectors
+from moodwire.model.pretrained import EMBEDDING_DIM, minilm_pieces, minilm_word_vectors
 from moodwire.model.text import Vocabulary, split_batch
 
 log = get_logger(__name__)
@@ -40,6 +40,10 @@ class TrainConfig:
     patience: int = 2
     batch_size: int = 64
     lr: float = 2e-3
+    embedding_lr: float = 2e-3  # 0 freezes the pretrained word vectors
+    token_dim: int = 0
+    subwords: bool = False  # unknown words fall back to WordPiece units (needs MiniLM)
+    extra_vocab: bool = False  # also take words seen in sentiment140 (useful when frozen)
     min_count: int = 2
     max_vocab: int = 24000
     seed: int = 13
@@ -63,7 +67,9 @@ class _Quiet:
         pass
 
     def end_epoch(self, epoch: int, val_macro_recall: float, best: float) -> None:
-        log.info("epoch done", extra={"epoch": epoch, "val_macro_recall": round(val_macro_recall, 4)})
+        log.info(
+            "epoch done", extra={"epoch": epoch, "val_macro_recall": round(val_macro_recall, 4)}
+        )
 
 
 @dataclass
@@ -100,10 +106,21 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def build_vocab(texts: list[str], min_count: int, max_vocab: int) -> Vocabulary:
+def build_vocab(
+    texts: list[str], min_count: int, max_vocab: int, subwords: bool = False
+) -> Vocabulary:
+    """Words seen ``min_count`` times (most frequent first); with ``subwords``, also the
+    WordPiece units that spell every seen word, so rarer words train those pieces."""
     counts = Counter(t for tokens in split_batch(texts) for t in tokens)
     kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
-    return Vocabulary(kept[: max_vocab - 2])
+    if not subwords:
+        return Vocabulary(kept[: max_vocab - 2])
+    known = set(kept)
+    pieces = minilm_pieces(sorted(t for t in counts if t not in known))
+    if pieces is None:
+        return Vocabulary(kept[: max_vocab - 2])
+    pieces -= known
+    return Vocabulary(kept[: max_vocab - 2 - len(pieces)] + sorted(pieces), subwords=True)
 
 
 def _batches(
@@ -168,12 +185,12 @@ def train(
             [train_split.texts[i] for i in idx], [train_split.labels[i] for i in idx]
         )
     val_split = data.load_split(data_dir, "val")
-    aux_split = data.load_sentiment140(data_dir) if cfg.aux_weight > 0 else None
+    aux_split = data.load_sentiment140(data_dir) if cfg.aux_weight > 0 or cfg.extra_vocab else None
 
     vocab_texts = train_split.texts + (aux_split.texts if aux_split else [])
-    vocab = build_vocab(vocab_texts, cfg.min_count, cfg.max_vocab)
+    vocab = build_vocab(vocab_texts, cfg.min_count, cfg.max_vocab, cfg.subwords)
     train_enc, val_enc = Encoded.of(vocab, train_split), Encoded.of(vocab, val_split)
-    aux_enc = Encoded.of(vocab, aux_split) if aux_split else None
+    aux_enc = Encoded.of(vocab, aux_split) if aux_split and cfg.aux_weight > 0 else None
 
     net_cfg = NetConfig(
         vocab_size=len(vocab),
@@ -181,6 +198,7 @@ def train(
         hidden=cfg.hidden,
         bidirectional=cfg.bidirectional,
         dropout=cfg.dropout,
+        token_dim=cfg.token_dim,
     )
     model = GRUClassifier(net_cfg)
     vectors = minilm_word_vectors(vocab.tokens) if cfg.pretrained else None
@@ -194,7 +212,12 @@ def train(
     # Balanced class weights: the official metric is macro-recall, and negatives are rare.
     weights = torch.tensor(len(train_enc) / (3 * np.maximum(counts, 1)), dtype=torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weights)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    model.embedding.weight.requires_grad_(cfg.embedding_lr > 0)
+    rest = [p for n, p in model.named_parameters() if not n.startswith("embedding.")]
+    groups: list[dict[str, Any]] = [{"params": rest, "lr": cfg.lr}]
+    if cfg.embedding_lr > 0:
+        groups.append({"params": [model.embedding.weight], "lr": cfg.embedding_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     steps_per_epoch = -(-len(train_enc) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -224,7 +247,7 @@ def train(
                     loss = loss + cfg.aux_weight * nn.functional.cross_entropy(two_way, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             optimizer.step()
             scheduler.step()
             total += float(loss.detach())
@@ -251,6 +274,7 @@ def train(
         "temperature": temperature,
         "train": asdict(cfg),
         "vocab_size": len(vocab),
+        "subwords": vocab.subwords,
         "best_epoch": best_epoch,
         "history": history,
         "train_rows": len(train_enc),
@@ -258,6 +282,7 @@ def train(
         "torch": torch.__version__,
     }
     version = artifact.save(artifact.Artifact(fold(model), vocab.tokens, saved), out_dir)
+    card.write(out_dir)
     # The val numbers recorded are the served engine's, not the training module's.
     engine = InferenceEngine.load(out_dir, device="cpu")
     val_report = metrics.report(engine.predict(val_split.texts), val_split.labels)

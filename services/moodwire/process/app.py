@@ -1,14 +1,16 @@
 """The Faust app of ``moodwire process``: two agents, configured for throughput.
 
-- ``score-posts`` reads the raw-posts topic in micro-batches
-  (``stream.take_events(max_batch, within=max_wait)``) and hands each batch, with every
-  message's partition and offset, to :class:`moodwire.process.batch.BatchProcessor`.
-  The topic is declared as raw bytes: Faust decoding a bad message inside ``take()``
-  would stall the agent on every partition, so decoding happens in the batch step where
-  a bad record becomes a dead letter. ``take_events`` acks a batch only after the loop
-  body returns, and the body awaits every sink, so offsets never pass unwritten posts.
-  One actor (concurrency 1) per worker keeps each partition's batches in offset order,
-  which the Redis watermark relies on.
+- ``score-posts`` reads the raw-posts topic in micro-batches of events
+  (``noack_take(max_batch, max_wait)``, or ``take_events`` with
+  ``overlap_batches=false``) and hands each batch, with every message's partition and
+  offset, to :class:`moodwire.process.batch.BatchProcessor`. The topic is declared as
+  raw bytes: Faust decoding a bad message inside ``take()`` would stall the agent on
+  every partition, so decoding happens in the batch step where a bad record becomes a
+  dead letter. A batch is acked only after all its sinks returned, so offsets never
+  pass unwritten posts. Scoring batch k+1 overlaps writing batch k (the model thread
+  and the Postgres server work at the same time: measured in the report), but writes
+  never overlap each other. One actor (concurrency 1) per worker keeps each
+  partition's batches in offset order, which the Redis watermark relies on.
 - ``persist-dead-letters`` copies the dead-letter topic into the ``dead_letters`` table,
   idempotent on each dead letter's own topic/partition/offset.
 
@@ -26,7 +28,13 @@ import faust
 import mode
 
 from moodwire.logs import get_logger
-from moodwire.process.batch import BatchProcessor, RawRecord, retry_forever
+from moodwire.process.batch import (
+    BatchProcessor,
+    BatchReport,
+    Prepared,
+    RawRecord,
+    retry_forever,
+)
 from moodwire.settings import Settings
 from moodwire.sinks.kafka import KafkaWriter
 from moodwire.sinks.postgres import DeadLetterRow, PostgresSink
@@ -37,7 +45,7 @@ log = get_logger(__name__)
 # waits out its timeout; a deep buffer and large fetches keep data flowing (broker.md).
 STREAM_BUFFER_MAXSIZE = 65_536
 CONSUMER_MAX_FETCH_SIZE = 4 * 1024 * 1024
-PROGRESS_EVERY_S = 10.0
+PROGRESS_EVERY_S = 5.0
 
 
 def _header(headers: Any, name: str) -> str:
@@ -69,6 +77,16 @@ class Runtime(mode.Service):
         self.posts = 0
         self.dead = 0
         self.batches = 0
+        self.busy_s = 0.0
+        self.stage_s: dict[str, float] = {}
+
+    def record(self, report: BatchReport) -> None:
+        self.posts += report.stored
+        self.dead += report.dead
+        self.batches += 1
+        self.busy_s += report.seconds
+        for stage, seconds in report.stages.items():
+            self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
 
     async def ensure_started(self) -> None:
         async with self._lock:
@@ -91,7 +109,13 @@ class Runtime(mode.Service):
         if self.batches:
             log.info(
                 "progress",
-                extra={"posts": self.posts, "dead": self.dead, "batches": self.batches},
+                extra={
+                    "posts": self.posts,
+                    "dead": self.dead,
+                    "batches": self.batches,
+                    "busy_s": round(self.busy_s, 2),
+                    **{f"{k}_s": round(v, 2) for k, v in self.stage_s.items()},
+                },
             )
 
 
@@ -134,13 +158,37 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
     @app.agent(raw, name="score-posts", concurrency=1)
     async def score_posts(stream: faust.StreamT[bytes]) -> None:
         await runtime.ensure_started()
-        async for events in _batches(stream).take_events(
-            settings.max_batch, within=settings.max_wait
-        ):
-            report = await runtime.processor.process(raw_records(events))
-            runtime.posts += report.stored
-            runtime.dead += report.dead
-            runtime.batches += 1
+        batches = _batches(stream)
+        processor = runtime.processor
+        if not settings.overlap_batches:
+            async for events in batches.take_events(settings.max_batch, settings.max_wait):
+                runtime.record(await processor.process(raw_records(events)))
+            return
+
+        async def write_then_ack(prepared: Prepared, events: list[Any]) -> None:
+            runtime.record(await processor.write(prepared))
+            for event in events:
+                await batches.ack(event)
+
+        # Two batches in flight at most: batch k+1 is decoded and scored while batch k is
+        # written. Writes stay strictly sequential (Redis counts in offset order), and a
+        # batch is acked only when its write returns, so offsets never pass unwritten
+        # posts; a crash loses at most unacked batches, which come back and are written
+        # idempotently.
+        writing: asyncio.Future[None] | None = None
+        try:
+            async for taken in batches.noack_take(settings.max_batch, settings.max_wait):
+                # Typed as values, but noack_take yields the events themselves (to ack).
+                events = cast(list[Any], taken)
+                prepared = await processor.prepare(raw_records(events))
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(write_then_ack(prepared, events))
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()  # its events stay unacked and are delivered again
 
     @app.agent(dead_letters, name="persist-dead-letters", concurrency=1)
     async def persist_dead_letters(stream: faust.StreamT[bytes]) -> None:

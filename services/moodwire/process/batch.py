@@ -25,7 +25,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -76,6 +76,20 @@ class BatchReport:
     stored: int
     counted: int  # posts newly counted in the Redis aggregates
     seconds: float
+    # Seconds per stage: where a slow pipeline spends its time (logged with progress).
+    stages: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch decoded and scored, not yet written; ``positions[i]`` is ``scored[i]``'s."""
+
+    received: int
+    dead: int
+    positions: list[RawRecord]
+    scored: list[ScoredPost]
+    seconds: float
+    stages: dict[str, float]
 
 
 def minute_of(post: Post) -> int:
@@ -173,26 +187,49 @@ class BatchProcessor:
         self._postgres.close()
 
     async def process(self, records: Sequence[RawRecord]) -> BatchReport:
+        """The whole step for one batch: :meth:`prepare`, then :meth:`write`."""
+        return await self.write(await self.prepare(records))
+
+    async def prepare(self, records: Sequence[RawRecord]) -> Prepared:
+        """Decode (bad records to the dead-letter topic, awaited), match brands, score."""
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
         good, dead = decode_batch(records, self._settings.max_text_chars)
+        stages = {"decode": time.perf_counter() - started}
         if dead:
             await retry_forever(
                 "dead-letter send",
                 lambda: self._kafka.send_dead_letters(self._settings.topic_dead_letters, dead),
                 self._settings.sink_retry_max,
             )
-        if not good:
-            return BatchReport(len(records), len(dead), 0, 0, time.perf_counter() - started)
+        scored: list[ScoredPost] = []
+        if good:
+            mark = time.perf_counter()
+            posts = [post for _, post in good]
+            loop = asyncio.get_running_loop()
+            scored, model_s = await loop.run_in_executor(self._model_thread, self._score, posts)
+            stages["score"] = time.perf_counter() - mark
+            stages["model"] = model_s
+        return Prepared(
+            received=len(records),
+            dead=len(dead),
+            positions=[raw for raw, _ in good],
+            scored=scored,
+            seconds=time.perf_counter() - started,
+            stages=stages,
+        )
 
-        posts = [post for _, post in good]
-        scored = await loop.run_in_executor(self._model_thread, self._score, posts)
+    async def write(self, batch: Prepared) -> BatchReport:
+        """Postgres + Redis in one step (retried whole until both succeed), then the
+        scored topic. Calls must not overlap: Redis counts partitions in offset order."""
+        started = time.perf_counter()
+        stages = dict(batch.stages)
+        if not batch.scored:
+            return BatchReport(batch.received, batch.dead, 0, 0, batch.seconds, stages)
+        loop = asyncio.get_running_loop()
         counted = 0
 
         def persist() -> list[Stored]:
-            nonlocal counted
-            counted = 0
-            return self._postgres.write(scored, before_commit=count_in_redis)
+            return self._postgres.write(batch.scored, before_commit=count_in_redis)
 
         def count_in_redis(stored: list[Stored]) -> None:
             nonlocal counted
@@ -207,11 +244,13 @@ class BatchProcessor:
                     score=s.scored.score,
                     new=s.new,
                 )
-                for (raw, _), s in zip(good, stored, strict=True)
+                for raw, s in zip(batch.positions, stored, strict=True)
             ]
+            mark = time.perf_counter()
             counted = self._aggregates.apply(
                 self.model_version, self._settings.topic_raw, countable
             )
+            stages["redis"] = time.perf_counter() - mark
             self._fault_point("redis")
 
         stored = await retry_forever(
@@ -220,6 +259,8 @@ class BatchProcessor:
             self._settings.sink_retry_max,
         )
         self._fault_point("postgres")
+        mark = time.perf_counter()
+        stages["postgres"] = mark - started - stages.get("redis", 0.0)
         await retry_forever(
             "scored send",
             lambda: self._kafka.send_scored(
@@ -228,18 +269,28 @@ class BatchProcessor:
             self._settings.sink_retry_max,
         )
         self._fault_point("scored")
+        done = time.perf_counter()
+        stages["scored"] = done - mark
         return BatchReport(
-            len(records), len(dead), len(stored), counted, time.perf_counter() - started
+            batch.received,
+            batch.dead,
+            len(stored),
+            counted,
+            batch.seconds + done - started,
+            stages,
         )
 
-    def _score(self, posts: list[Post]) -> list[ScoredPost]:
+    def _score(self, posts: list[Post]) -> tuple[list[ScoredPost], float]:
+        """Scored posts, and the seconds ``predict`` took (CPU time of the model itself)."""
         match = self._matcher.match
         brands = [match(p.text) for p in posts]
+        started = time.perf_counter()
         probs = self._engine.predict([p.text for p in posts])
+        model_s = time.perf_counter() - started
         labels = probs.argmax(axis=1).tolist()
         rows = probs.tolist()
         version = self._engine.model_version
-        return [
+        scored = [
             ScoredPost(
                 post=p,
                 label=int(label),
@@ -249,6 +300,7 @@ class BatchProcessor:
             )
             for p, label, row, b in zip(posts, labels, rows, brands, strict=True)
         ]
+        return scored, model_s
 
     def _fault_point(self, where: str) -> None:
         # Fault injection for the exactness tests (settings.fault_crash_after): die like

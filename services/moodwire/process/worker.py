@@ -43,7 +43,7 @@ def tune_interpreter() -> None:
     gc.collect()
     gc.freeze()
     # Hand the GIL back sooner so the event loop is not starved by the model's thread.
-    sys.setswitchinterval(0.001)
+    sys.setswitchinterval(0.005)
 
 
 def build_worker(settings: Settings) -> faust.Worker:
@@ -55,7 +55,7 @@ def build_worker(settings: Settings) -> faust.Worker:
     engine = InferenceEngine.load(
         settings.model_path,
         device=settings.device,
-        threads=settings.threads,
+        threads=settings.process_threads,
         batch_size=settings.batch_size,
     )
     matcher = BrandMatcher.from_settings(settings)

@@ -42,4 +42,8 @@ def redis_answers(settings: Settings) -> bool:
         client.close()
 
 
-PROBES = {"broker_url": broker_answers, "database_url": database_answers, "redis_url": redis_answers}
+PROBES = {
+    "broker_url": broker_answers,
+    "database_url": database_answers,
+    "redis_url": redis_answers,
+}

@@ -62,21 +62,33 @@ def up(settings: Settings) -> list[ServerProcess]:
                 del state.servers[name]
         starters = _starters(settings, state_dir)
         for name, start in starters.items():
-            if settings.configured_by_env(URL_FIELDS[name]):  # type: ignore[arg-type]
+            if settings.configured_by_env(URL_FIELDS[name]):
                 continue
             if name not in state.servers:
                 state.servers[name] = start()
                 write_state(settings.stack_file, state)
                 log.info("started", extra={"server": name, "pid": state.servers[name].pid})
         write_state(settings.stack_file, state)
-    effective = _with_stack_urls(settings, state)
-    prepare(effective)
-    return list(state.servers.values())
+    prepare(_with_stack_urls(settings, state))
+    # A recorded server that an environment URL now overrides is not what callers use.
+    return [
+        server
+        for name, server in state.servers.items()
+        if not settings.configured_by_env(URL_FIELDS[name])
+    ]
 
 
 def prepare(settings: Settings) -> None:
     """Apply the migrations and create the topics on whatever servers the settings name."""
     url = settings.require("database_url")
+    broker = settings.require("broker_url")
+    # A quick probe first: an unreachable broker would otherwise cost kafka-python's
+    # 20-second bootstrap timeout before the same error.
+    if not PROBES["broker_url"](settings):
+        raise StackError(
+            f"no broker answers at {broker}; start it or fix MOODWIRE_BROKER_URL "
+            "(unset it to let `moodwire stack up` start a local one)"
+        )
     try:
         upgrade(url)
     except SQLAlchemyError as err:
@@ -88,7 +100,7 @@ def prepare(settings: Settings) -> None:
         ensure_topics(settings)
     except KafkaError as err:
         raise StackError(
-            f"cannot create topics on the broker at {settings.require('broker_url')} "
+            f"cannot create topics on the broker at {broker} "
             f"({_first_line(err)}); check MOODWIRE_BROKER_URL or run `moodwire stack status`"
         ) from None
 
@@ -114,7 +126,7 @@ def status(settings: Settings) -> list[ServerStatus]:
     for name, field in URL_FIELDS.items():
         url: str | None = getattr(settings, field)
         server = state.servers.get(name)
-        if settings.configured_by_env(field):  # type: ignore[arg-type]
+        if settings.configured_by_env(field):
             origin, pid = "environment", None
         elif server is not None:
             alive = is_alive(server.pid, server.create_time)
@@ -144,10 +156,8 @@ def _starters(settings: Settings, state_dir: Path) -> dict[str, Callable[[], Ser
 
 
 def _with_stack_urls(settings: Settings, state: StackState) -> Settings:
-    updates = {
-        field: url
-        for field, url in state.urls().items()
-        if not settings.configured_by_env(field)  # type: ignore[arg-type]
+    updates: dict[str, str] = {
+        field: url for field, url in state.urls().items() if not settings.configured_by_env(field)
     }
     return settings.model_copy(update=updates)
 

@@ -151,8 +151,14 @@ def _server_user(data_dir: Path, bin_dir: Path) -> str | None:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
         done = subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-             SYSTEM_USER],
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SYSTEM_USER,
+            ],
             capture_output=True,
             text=True,
             check=False,

@@ -6,6 +6,7 @@ also keeps the process's start time; ``stop`` touches a PID only when both match
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -90,7 +91,8 @@ def is_alive(pid: int, started: float) -> bool:
     """True when ``pid`` runs and is the same process that was recorded (same start time)."""
     try:
         proc = psutil.Process(pid)
-        return proc.status() != psutil.STATUS_ZOMBIE and abs(proc.create_time() - started) < 1.0
+        zombie = bool(proc.status() == psutil.STATUS_ZOMBIE)
+        return not zombie and abs(proc.create_time() - started) < 1.0
     except psutil.Error:
         return False
 
@@ -114,10 +116,8 @@ def stop(pid: int, started: float, sig: int = signal.SIGTERM, timeout: float = 1
 
 def _reap(pid: int) -> None:
     # When this process is the parent (tests), collect the zombie so the PID really disappears.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def launch(

@@ -13,18 +13,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from moodwire.stack.processes import ServerProcess
 
+UrlField = Literal["broker_url", "database_url", "redis_url"]
 # Settings field filled by each server's URL.
-URL_FIELDS = {"broker": "broker_url", "postgres": "database_url", "redis": "redis_url"}
+URL_FIELDS: dict[str, UrlField] = {
+    "broker": "broker_url",
+    "postgres": "database_url",
+    "redis": "redis_url",
+}
 
 
 @dataclass
 class StackState:
     servers: dict[str, ServerProcess] = field(default_factory=dict)
 
-    def urls(self) -> dict[str, str]:
+    def urls(self) -> dict[UrlField, str]:
         return {URL_FIELDS[name]: server.url for name, server in self.servers.items()}
 
 

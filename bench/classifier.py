@@ -1,0 +1,125 @@
+"""Classifier benchmark: moodwire's engine vs VADER, side by side, in one run.
+
+On the 12,284 TweetEval test texts it prints posts/s of the engine (CPU, 2 threads,
+tokenizing included) and of VADER (``vadersentiment``, compound +-0.05), their ratio,
+each one's macro-recall, and the engine's peak RSS. Runs alternate (engine, VADER, engine,
+...) so both see the same machine load; the median run counts.
+
+``--classify N`` also pipes N sentiment140 posts through ``moodwire classify`` in a child
+process and prints that process's peak RSS.
+
+Usage: .venv/bin/python bench/classifier.py [--repeats 5] [--classify 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from moodwire.model import data, metrics
+from moodwire.model.engine import InferenceEngine
+
+
+def _mib(kib: int) -> float:
+    return kib / 1024  # ru_maxrss is in KiB on Linux
+
+
+def vader_labels(analyzer: object, texts: list[str]) -> np.ndarray:
+    polarity = analyzer.polarity_scores  # type: ignore[attr-defined]
+    out = np.ones(len(texts), dtype=np.int64)
+    for i, text in enumerate(texts):
+        c = polarity(text)["compound"]
+        out[i] = 2 if c >= 0.05 else (0 if c <= -0.05 else 1)
+    return out
+
+
+def classify_rss(n: int, data_dir: Path, model: str | None) -> None:
+    s140 = data.load_sentiment140(data_dir)
+    texts = (s140.texts * (n // len(s140.texts) + 1))[:n]
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
+        with src.open("wb") as f:
+            for i, t in enumerate(texts):
+                f.write(orjson.dumps({"id": i, "text": t}) + b"\n")
+        cmd = [
+            sys.executable,
+            "-c",
+            "from moodwire.cli.app import main; main()",
+            "classify",
+            "-i",
+            str(src),
+            "-o",
+            str(dst),
+        ]
+        cmd += ["--model", model] if model else []
+        env = {**os.environ, "MOODWIRE_THREADS": "2"}
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env, stderr=subprocess.DEVNULL)
+        seconds = time.perf_counter() - start
+        rss = _mib(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        with dst.open("rb") as f:
+            lines = sum(1 for _ in f)
+    print(
+        f"moodwire classify, {n} posts: {seconds:.1f} s ({n / seconds:,.0f} posts/s end to end), "
+        f"{lines} lines out, peak RSS {rss:,.0f} MiB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=data.default_data_dir())
+    parser.add_argument("--model", default=None, help="model dir (default: shipped model)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--classify", type=int, default=0, metavar="N")
+    args = parser.parse_args()
+
+    test = data.load_split(args.data, "test")
+    texts, labels = test.texts, np.asarray(test.labels)
+    engine = InferenceEngine.load(args.model, device="cpu", threads=args.threads)
+    probs = engine.predict(texts)  # also the warm-up
+    engine_rss = _mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    engine_mr = metrics.macro_recall(labels, probs.argmax(axis=1))
+
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    vader = SentimentIntensityAnalyzer()
+    vader_mr = metrics.macro_recall(labels, vader_labels(vader, texts))
+
+    engine_times, vader_times = [], []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        engine.predict(texts)
+        engine_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        vader_labels(vader, texts)
+        vader_times.append(time.perf_counter() - start)
+    n = len(texts)
+    engine_rate = n / statistics.median(engine_times)
+    vader_rate = n / statistics.median(vader_times)
+    print(f"TweetEval sentiment test: {n} texts, {args.repeats} alternating runs, median")
+    print(
+        f"  moodwire {engine.model_version} ({engine.device}, {args.threads} threads): "
+        f"{engine_rate:,.0f} posts/s, macro-recall {engine_mr:.4f}"
+    )
+    print(
+        f"  VADER 3.3.2 (compound +-0.05): {vader_rate:,.0f} posts/s, macro-recall {vader_mr:.4f}"
+    )
+    print(f"  speed ratio moodwire / VADER: {engine_rate / vader_rate:.2f}x")
+    print(f"  engine peak RSS (after load + one pass): {engine_rss:,.0f} MiB")
+    if args.classify:
+        classify_rss(args.classify, args.data, args.model)
+
+
+if __name__ == "__main__":
+    main()

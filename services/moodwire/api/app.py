@@ -1,0 +1,178 @@
+"""The FastAPI app of ``moodwire web``: JSON endpoints and the live page.
+
+Endpoints (all read-only): ``/healthz``; ``/api/status`` (``moodwire.status.collect`` plus
+posts/s); ``/api/series`` (per-brand per-minute counts and mean score from the Redis
+aggregates, the last N minutes of event time); ``/api/alerts``; ``/api/posts``; and ``/``,
+the page, with its script and styles under ``/static``. A server that is down gives a
+503 with one line of why; the page shows it and keeps polling.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import redis
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import SQLAlchemyError
+
+from moodwire.alerts import series as minute_series
+from moodwire.alerts import store as alert_store
+from moodwire.api.queries import recent_posts
+from moodwire.api.rate import RateMeter
+from moodwire.brands import BrandMatcher, BrandsFileError
+from moodwire.db.engine import make_engine
+from moodwire.redis_client import connect
+from moodwire.settings import MissingServerError, Settings
+from moodwire.sinks.redis_aggregates import ALL_BRANDS, NO_BRAND, Bucket
+from moodwire.status import collect, serving_model_version
+
+STATIC = Path(__file__).with_name("static")
+# Hashing the model files on every request would cost more than the request itself.
+VERSION_TTL_S = 10.0
+
+
+class _Cached:
+    """A value recomputed at most every ``ttl`` seconds."""
+
+    def __init__(self, compute: Callable[[], str | None], ttl: float) -> None:
+        self._compute = compute
+        self._ttl = ttl
+        self._at = -ttl
+        self._value: str | None = None
+
+    def get(self) -> str | None:
+        if time.monotonic() - self._at >= self._ttl:
+            self._value = self._compute()
+            self._at = time.monotonic()
+        return self._value
+
+
+def _display_names(settings: Settings) -> dict[str, str]:
+    try:
+        matcher = BrandMatcher.from_settings(settings)
+    except BrandsFileError:
+        return {}
+    names = {b.name: b.display for b in matcher.definitions}
+    names[NO_BRAND] = "No brand"
+    names[ALL_BRANDS] = "All posts"
+    return names
+
+
+def _series_json(buckets: dict[int, Bucket], minutes: list[int]) -> dict[str, Any]:
+    rows = [buckets.get(m) for m in minutes]
+    return {
+        "n": [b.n if b else 0 for b in rows],
+        "neg": [b.neg if b else 0 for b in rows],
+        "neu": [b.neu if b else 0 for b in rows],
+        "pos": [b.pos if b else 0 for b in rows],
+        "mean_score": [round(b.score_sum / b.n, 4) if b and b.n else None for b in rows],
+    }
+
+
+def create_app(settings: Settings) -> FastAPI:
+    state: dict[str, Any] = {}
+    version = _Cached(lambda: serving_model_version(settings.model_path), VERSION_TTL_S)
+    rate = RateMeter()
+    names = _display_names(settings)
+
+    def display(brand: str) -> str:
+        return names.get(brand, brand)
+
+    def engine() -> Any:
+        if "engine" not in state:
+            state["engine"] = make_engine(settings, pool_size=2, max_overflow=2)
+        return state["engine"]
+
+    def client() -> redis.Redis:
+        if "redis" not in state:
+            state["redis"] = connect(settings)
+        redis_client: redis.Redis = state["redis"]
+        return redis_client
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if "engine" in state:
+            state.pop("engine").dispose()
+        if "redis" in state:
+            state.pop("redis").close()
+
+    app = FastAPI(title="moodwire", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(redis.RedisError)
+    @app.exception_handler(MissingServerError)
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return JSONResponse({"error": f"{type(exc).__name__}: {first}"}, status_code=503)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/status")
+    def status() -> dict[str, Any]:
+        figures = collect(settings)
+        counted = figures.get("scored")
+        figures["posts_per_second"] = None if counted is None else rate.observe(int(counted))
+        figures["display_names"] = {b: display(b) for b in figures["brands"]}
+        figures["refresh_seconds"] = settings.web_refresh_seconds
+        return figures
+
+    @app.get("/api/series")
+    def series(
+        minutes: int = Query(60, ge=1, le=1440, description="Minutes of event time."),
+        source: str | None = Query(None, description="Only this source (default: all)."),
+    ) -> dict[str, Any]:
+        mv = version.get()
+        out: dict[str, Any] = {"model_version": mv, "watermark": None, "minutes": []}
+        out.update(brands={}, all=None, sources=[])
+        if mv is None:
+            return out
+        r = client()
+        out["sources"] = minute_series.sources(r, mv)
+        watermark = minute_series.newest_minute(r, mv)
+        if watermark is None:
+            return out
+        end = watermark + minute_series.MINUTE
+        axis = list(range(end - minutes * minute_series.MINUTE, end, minute_series.MINUTE))
+        data = minute_series.read_minutes(r, mv, axis[0], end, source=source)
+        everything = data.pop(ALL_BRANDS, {})
+        ranked = sorted(data, key=lambda b: (-sum(x.n for x in data[b].values()), b))
+        out.update(watermark=watermark, minutes=axis, all=_series_json(everything, axis))
+        out["brands"] = {b: {"display": display(b), **_series_json(data[b], axis)} for b in ranked}
+        return out
+
+    @app.get("/api/alerts")
+    def alerts(limit: int = Query(20, ge=1, le=500), brand: str | None = None) -> dict[str, Any]:
+        with engine().connect() as conn:
+            rows = alert_store.recent(conn, limit=limit, brand=brand)
+        for row in rows:
+            row["display"] = display(row["brand"])
+        return {"alerts": rows}
+
+    @app.get("/api/posts")
+    def posts(
+        brand: str | None = None,
+        sentiment: Literal["negative", "neutral", "positive"] | None = None,
+        limit: int = Query(20, ge=1, le=500),
+    ) -> dict[str, Any]:
+        mv = version.get()
+        if mv is None:
+            return {"model_version": None, "posts": []}
+        with engine().connect() as conn:
+            rows = recent_posts(conn, mv, brand=brand or None, sentiment=sentiment, limit=limit)
+        return {"model_version": mv, "posts": rows}
+
+    return app

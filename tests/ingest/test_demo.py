@@ -1,0 +1,65 @@
+"""`moodwire demo --duration`: the whole pipeline runs, shows figures, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+from moodwire.settings import Settings
+from moodwire.status import collect
+
+
+def _our_processes(topic: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("MOODWIRE_TOPIC_RAW") == topic:
+                found.append(proc)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_demo_for_a_duration_scores_posts_and_stops_its_children(settings: Settings) -> None:
+    env = {
+        **os.environ,
+        "MOODWIRE_BROKER_URL": str(settings.broker_url),
+        "MOODWIRE_DATABASE_URL": str(settings.database_url),
+        "MOODWIRE_REDIS_URL": str(settings.redis_url),
+        "MOODWIRE_STATE_DIR": str(settings.state_dir),
+        "MOODWIRE_TOPIC_RAW": settings.topic_raw,
+        "MOODWIRE_TOPIC_SCORED": settings.topic_scored,
+        "MOODWIRE_TOPIC_ALERTS": settings.topic_alerts,
+        "MOODWIRE_TOPIC_DEAD_LETTERS": settings.topic_dead_letters,
+        "MOODWIRE_CONSUMER_GROUP": settings.consumer_group,
+        "MOODWIRE_SESSION_TIMEOUT": "6",
+    }
+    moodwire = str(Path(sys.executable).with_name("moodwire"))
+    result = subprocess.run(
+        [moodwire, "demo", "--duration", "20", "--rate", "150", "--seed", "2"],
+        env=env,
+        capture_output=True,
+        timeout=90,
+    )
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    # The live summary: rates, lag and the per-brand table with the bundled demo brands.
+    assert re.search(r"posts [\d,]+  [\d,]+/s  lag [\d,-]+", out), out
+    for brand in ("Apple", "Google", "Starbucks", "(none)"):
+        assert brand in out
+    match = re.search(r"demo stopped: ([\d,]+) posts scored", out)
+    assert match, out
+    scored = int(match.group(1).replace(",", ""))
+    assert scored > 500
+    # What it printed is what the pipeline stored, counted once in the aggregates.
+    figures = collect(settings)
+    assert figures["posts"] == figures["aggregate_total"] == scored
+    assert sum(b["posts"] for b in figures["brands"].values()) >= scored
+    # Its ingest and worker are gone; servers given by URL are not the demo's to stop.
+    assert _our_processes(settings.topic_raw) == []
+    assert "local servers left running" in out

@@ -1,0 +1,77 @@
+"""`moodwire classify`: fields and order kept, bad lines reported in place, exit codes."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from moodwire.model.classify import classify_lines
+from moodwire.model.engine import InferenceEngine
+
+LINES = [
+    b'{"id": 1, "text": "I love it :)", "user": {"name": "a"}, "tags": [1, 2]}',
+    b"not json at all",
+    b"",
+    b'{"id": 3}',
+    b'{"id": 4, "text": null}',
+    b"[1, 2, 3]",
+    b'{"id": 6, "text": "terrible, never again", "sentiment": "stale"}',
+    b"\xff\xfe{",
+    b'{"id": 8, "text": ""}',
+]
+
+
+def _run(engine: InferenceEngine, batch_size: int) -> list[dict[str, object]]:
+    out = io.BytesIO()
+    counts = classify_lines(LINES, out.write, engine, batch_size=batch_size)
+    assert (counts.scored, counts.errors) == (3, 5)
+    return [orjson.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_round_trip_and_bad_lines(engine: InferenceEngine) -> None:
+    rows = _run(engine, batch_size=2)
+    assert len(rows) == 8  # the blank line is skipped, nothing else is
+    assert [r.get("id", r.get("line")) for r in rows] == [1, 2, 3, 4, 6, 6, 8, 8]
+    first = rows[0]
+    assert list(first)[:4] == ["id", "text", "user", "tags"]
+    assert first["user"] == {"name": "a"} and first["tags"] == [1, 2]
+    assert first["sentiment"] == "positive" and first["model_version"] == engine.model_version
+    probs = first["probs"]
+    assert isinstance(probs, list) and abs(sum(probs) - 1) < 1e-4
+    assert abs(first["score"] - (probs[2] - probs[0])) < 1e-5  # type: ignore[operator]
+    assert rows[1]["error"].startswith("invalid JSON")  # type: ignore[union-attr]
+    assert rows[2] == {"id": 3, "error": "missing field 'text'"}
+    assert rows[3]["error"] == "field 'text' is not a string"
+    assert rows[4] == {"line": 6, "error": "not a JSON object", "input": [1, 2, 3]}
+    assert rows[5]["sentiment"] == "negative"  # an existing field is overwritten
+    assert rows[6]["line"] == 8 and "invalid JSON" in rows[6]["error"]  # type: ignore[operator]
+    assert rows[7]["sentiment"] in ("negative", "neutral", "positive")
+    assert _run(engine, batch_size=100) == rows
+
+
+def _cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    code = "from moodwire.cli.app import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, "classify", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_cli_files_and_exit_codes(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(LINES) + b"\n")
+    dst = tmp_path / "out.jsonl"
+    done = _cli("--input", str(src), "--output", str(dst), "--batch-size", "3")
+    assert done.returncode == 0, done.stderr
+    assert len(dst.read_bytes().splitlines()) == 8
+    piped = _cli(stdin=b'{"text": "what a great game"}\n')
+    assert piped.returncode == 0
+    assert orjson.loads(piped.stdout)["text"] == "what a great game"
+    missing = _cli("--input", str(tmp_path / "nope.jsonl"))
+    assert missing.returncode != 0 and b"cannot read" in missing.stderr

@@ -1,0 +1,100 @@
+"""A tiny model trained in seconds on a slice of TweetEval learns, and serves exactly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from moodwire.model import artifact
+from moodwire.model.data import load_split
+from moodwire.model.engine import InferenceEngine
+from moodwire.model.network import GRUClassifier, NetConfig, fold
+from moodwire.model.text import Vocabulary
+from moodwire.model.train import Encoded, TrainConfig, train
+
+TINY = TrainConfig(
+    hidden=16, epochs=3, patience=3, max_train=4000, pretrained=False, batch_size=64, threads=2
+)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.val: list[float] = []
+
+    def start_epoch(self, epoch: int, steps: int) -> None:
+        pass
+
+    def step(self, loss: float) -> None:
+        self.losses.append(loss)
+
+    def end_epoch(self, epoch: int, val_macro_recall: float, best: float) -> None:
+        self.val.append(val_macro_recall)
+
+
+@pytest.fixture(scope="module")
+def tiny(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, _Recorder]:
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    recorder = _Recorder()
+    train(data_dir, out, TINY, progress=recorder)
+    return out, recorder
+
+
+def test_tiny_model_learns(tiny: tuple[Path, _Recorder], data_dir: Path) -> None:
+    out, rec = tiny
+    first, last = np.mean(rec.losses[:20]), np.mean(rec.losses[-20:])
+    assert last < first - 0.1, (first, last)
+    engine = InferenceEngine.load(out, device="cpu")
+    val = load_split(data_dir, "val")
+    pred = engine.predict(val.texts).argmax(axis=1)
+    recalls = [(pred[np.array(val.labels) == c] == c).mean() for c in range(3)]
+    assert np.mean(recalls) > 0.45  # chance is 0.33
+    assert engine.model_version in (out / "README.md").read_text()
+
+
+def test_saved_model_files_and_version(tiny: tuple[Path, _Recorder]) -> None:
+    out, _ = tiny
+    version = artifact.model_version(out)
+    name, _, digest = version.partition("+")
+    assert name == "moodwire-gru-1.0.0" and len(digest) == 8
+    assert InferenceEngine.load(out, device="cpu").model_version == version
+    assert (out / "weights.safetensors").stat().st_size < 20 * 2**20
+
+
+def test_training_is_reproducible(data_dir: Path, tmp_path: Path) -> None:
+    quick = replace(TINY, epochs=1, max_train=600)
+    a = train(data_dir, tmp_path / "a", quick)
+    b = train(data_dir, tmp_path / "b", quick)
+    assert a.model_version.split("+")[1] == b.model_version.split("+")[1] or np.allclose(
+        InferenceEngine.load(tmp_path / "a").predict(["good", "bad day"]),
+        InferenceEngine.load(tmp_path / "b").predict(["good", "bad day"]),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_folded_engine_equals_the_network(bidirectional: bool) -> None:
+    """Serving trick check: folded table + own recurrence == nn.GRU with packing."""
+    torch.manual_seed(0)
+    words = [f"w{i}" for i in range(50)]
+    vocab = Vocabulary(words)
+    net = GRUClassifier(
+        NetConfig(len(vocab), embedding_dim=12, hidden=8, bidirectional=bidirectional, token_dim=10)
+    ).eval()
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(words, size=int(k))) for k in rng.integers(0, 30, size=40)]
+    texts += ["", "w1", "unknown words only"]
+    engine = InferenceEngine(
+        artifact.Artifact(fold(net), vocab.tokens, {"temperature": 1.0}),
+        model_version="test",
+        batch_size=7,  # several batches with mixed lengths
+    )
+    enc = Encoded.of(vocab, type("S", (), {"texts": texts, "labels": [0] * len(texts)})())  # type: ignore[arg-type]
+    ids, lengths = enc.padded(np.arange(len(texts)))
+    with torch.inference_mode():
+        expected = torch.softmax(net(ids, lengths), dim=1).numpy()
+    assert np.abs(engine.predict(texts) - expected).max() < 1e-5
