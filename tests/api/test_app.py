@@ -81,9 +81,12 @@ def test_status_matches_collect_and_measures_rate(
     assert first["aggregate_total"] == seeded.posts  # Redis holds only the seeded posts
     assert first["display_names"]["apple"] == "Apple"
     assert first["refresh_seconds"] == web_settings.web_refresh_seconds
-    time.sleep(1.1)
-    # Nothing flows now: the rate over the two readings is zero, not a guess.
-    assert api.get("/api/status").json()["posts_per_second"] == 0.0
+    # Nothing flows now: once the app has two readings of the total, the rate is zero.
+    deadline = time.monotonic() + 10
+    while (rate := api.get("/api/status").json()["posts_per_second"]) is None:
+        assert time.monotonic() < deadline, "no posts/s after 10 s"
+        time.sleep(0.5)
+    assert rate == 0.0
 
 
 def test_series_agrees_with_the_rows_in_postgres(

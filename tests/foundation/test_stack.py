@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -13,8 +14,10 @@ import psutil
 import psycopg2
 import pytest
 import redis
+from typer.testing import CliRunner
 
-from moodwire.settings import Settings
+from moodwire.cli.app import app
+from moodwire.settings import Settings, get_settings
 from moodwire.stack import broker as broker_module
 from moodwire.stack.errors import StackError
 from moodwire.stack.ports import free_port
@@ -40,6 +43,22 @@ def _moodwire(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [MOODWIRE, *args], env=env, capture_output=True, text=True, timeout=120, check=False
     )
+
+
+def _moodwire_here(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """In this process: no interpreter start-up, for commands that leave no server behind."""
+    overrides: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MOODWIRE_")}
+    overrides.update({k: v for k, v in env.items() if k.startswith("MOODWIRE_")})
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, list(args), env=overrides)
+    finally:
+        get_settings.cache_clear()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 
 def _gone(pid: int) -> bool:
@@ -85,7 +104,7 @@ def test_embedded_stack_up_answers_then_down_stops_its_pids(server_tmp_path: Pat
     assert stopped.returncode == 0, stopped.stderr
     assert all(_gone(pid) for pid in pids)
     assert not (tmp_path / "state" / "stack.json").exists()
-    assert _moodwire(env, "stack", "status").returncode == 1
+    assert _moodwire_here(env, "stack", "status").returncode == 1
 
 
 def test_up_starts_only_what_no_url_configures(
@@ -116,7 +135,7 @@ def test_port_in_use_is_a_one_line_error_naming_the_fix(
             MOODWIRE_REDIS_URL=redis_url,
             MOODWIRE_STACK_BROKER_PORT=str(port),
         )
-        result = _moodwire(env, "stack", "up")
+        result = _moodwire_here(env, "stack", "up")
     assert result.returncode == 1
     assert result.stdout == ""
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -163,7 +182,7 @@ def test_down_spares_a_process_whose_pid_was_reused(tmp_path: Path) -> None:
         (state_dir / "stack.json").write_text(
             json.dumps({"urls": {"broker_url": "127.0.0.1:1"}, "servers": [record]})
         )
-        result = _moodwire(_env(state_dir), "stack", "down")
+        result = _moodwire_here(_env(state_dir), "stack", "down")
         assert result.returncode == 0
         assert bystander.poll() is None
         assert not (state_dir / "stack.json").exists()
@@ -191,7 +210,7 @@ def test_unreachable_configured_broker_fails_fast_in_one_line(tmp_path: Path) ->
         MOODWIRE_DATABASE_URL="postgresql+psycopg2://postgres@127.0.0.1:1/none",
         MOODWIRE_REDIS_URL="redis://127.0.0.1:1/0",
     )
-    result = _moodwire(env, "stack", "up")
+    result = _moodwire_here(env, "stack", "up")
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no broker answers" in errors[0]

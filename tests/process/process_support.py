@@ -136,6 +136,26 @@ def committed_total(settings: Settings) -> int:
         consumer.close()
 
 
+def read_topic(settings: Settings, topic: str, want: int, timeout: float = 30) -> list[Any]:
+    """At least ``want`` records of ``topic`` from the start (fewer if the time runs out)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=1000,
+    )
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(settings.partitions)])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < want and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                out.extend(records)
+        return out
+    finally:
+        consumer.close()
+
+
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(

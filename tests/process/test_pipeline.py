@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
+import orjson
 import pytest
 from process_support import (
     Worker,
@@ -12,7 +14,9 @@ from process_support import (
     committed_total,
     count_scores,
     post_dicts,
+    post_key,
     produce_posts,
+    read_topic,
     real_tweets,
     redis_buckets,
     serving_version,
@@ -21,6 +25,9 @@ from process_support import (
 )
 
 from moodwire.settings import Settings
+from moodwire.stack.ports import free_port
+from moodwire.stack.processes import stop
+from moodwire.stack.redis import start_redis
 from moodwire.status import collect
 
 N = 2000
@@ -37,6 +44,14 @@ def test_n_real_tweets_in_n_rows_and_exact_aggregates_out(
     assert worker.alive(), worker.tail()
     assert count_scores(settings, version) == N
     assert_aggregates_exact(settings, version, N)
+    # The scored topic has every post, keyed by post, each key in one partition.
+    scored = read_topic(settings, settings.topic_scored, N)
+    partition_of: dict[bytes, set[int]] = {}
+    for record in scored:
+        partition_of.setdefault(record.key, set()).add(record.partition)
+        assert orjson.loads(record.value)["model_version"] == version
+    assert set(partition_of) == {post_key(p) for p in posts}
+    assert all(len(parts) == 1 for parts in partition_of.values())
     # ... with both Faust patches in force in that worker.
     patches = [e for e in worker.events() if e.get("event") == "faust patches"]
     assert patches and patches[0]["dispatch"] and patches[0]["fetch_wait"]
@@ -117,3 +132,35 @@ def test_two_workers_in_one_group_share_all_partitions_and_stay_exact(
     assert count_scores(settings, version) == N
     assert_aggregates_exact(settings, version, N)
     assert a.alive() and b.alive()
+
+
+def test_redis_down_holds_the_batch_until_it_is_back(
+    settings: Settings, spawn_worker: Callable[..., Worker], tmp_path: Path
+) -> None:
+    """No Redis at start: the worker retries (nothing committed, nothing lost), then catches up."""
+    n = 500
+    posts = post_dicts(real_tweets(n), tag_of(settings))
+    version = serving_version()
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    worker = spawn_worker(MOODWIRE_REDIS_URL=url, MOODWIRE_SINK_RETRY_MAX="0.5")
+    produce_posts(settings, posts)
+    wait_until(
+        lambda: any("failed; retrying" in str(e.get("event")) for e in worker.events()),
+        60,
+        "a logged retry",
+    )
+    assert worker.alive(), worker.tail()
+    # Postgres and Redis are written in one step: without Redis, no row is committed.
+    assert count_scores(settings, version) == 0
+    server = start_redis(tmp_path / "redis", port, tmp_path / "redis.log", persist=False)
+    try:
+        wait_until(lambda: count_scores(settings, version) >= n or not worker.alive(), 60, "n")
+        assert worker.alive(), worker.tail()
+        assert count_scores(settings, version) == n
+        own = settings.model_copy(update={"redis_url": url})
+        assert_aggregates_exact(own, version, n)
+        assert any(e.get("event") == "postgres+redis write recovered" for e in worker.events())
+    finally:
+        worker.stop()
+        stop(server.pid, server.create_time, signal.SIGTERM)

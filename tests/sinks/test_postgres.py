@@ -108,3 +108,40 @@ def test_dead_letters_are_idempotent_on_their_position(engine: Engine) -> None:
         (i, "malformed JSON", b"\xff{") for i in range(3)
     ]
     sink.close()
+
+
+def test_awkward_characters_survive_the_bulk_copy(engine: Engine) -> None:
+    source = f"src-{uuid.uuid4().hex[:8]}"
+    text_ = 'tab\there\nnew line\r\\N literally, back\\slash, "quotes", émoji 🙂, \\.'
+    post = Post(
+        id="id\twith\\tab",
+        source=source,
+        text=text_,
+        created_at=datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
+        author="\\N",
+        url=None,
+        lang="en",
+        metadata={"k": "x\\y\t\n", "n": [1, 2.5, None]},
+    )
+    sink = PostgresSink(engine)
+    [stored] = sink.write([ScoredPost(post, 1, (0.2, 0.5, 0.3), "v1", ("apple", "b-2.x"))])
+    assert stored.new
+    sink.close()
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT source_id, text, author, url, lang, brands, metadata, created_at "
+                "FROM posts WHERE source = :s"
+            ),
+            {"s": source},
+        ).one()
+    assert tuple(row) == (
+        post.id,
+        text_,
+        "\\N",
+        None,
+        "en",
+        ["apple", "b-2.x"],
+        post.metadata,
+        post.created_at,
+    )

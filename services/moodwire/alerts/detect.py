@@ -104,18 +104,19 @@ class Spike:
     z: float
 
 
+def _measure(negative: int, posts: int, base: float) -> tuple[float, float, float]:
+    """Share, ratio to the baseline, and z (binomial standard errors above it)."""
+    share = negative / posts
+    p0 = min(max(base, _SHARE_FLOOR), 1 - _SHARE_FLOOR)
+    return share, share / p0, (share - p0) / math.sqrt(p0 * (1 - p0) / posts)
+
+
 def _exceeds(negative: int, posts: int, base: float, config: DetectorConfig) -> bool:
     """The spike rule: ``negative`` of ``posts`` against a baseline share ``base``."""
     if posts < config.min_posts:
         return False
-    share = negative / posts
-    p0 = min(max(base, _SHARE_FLOOR), 1 - _SHARE_FLOOR)
-    z = (share - p0) / math.sqrt(p0 * (1 - p0) / posts)
-    return (
-        share / p0 >= config.min_ratio
-        and share - base >= config.min_increase
-        and (z >= config.min_z)
-    )
+    share, ratio, z = _measure(negative, posts, base)
+    return ratio >= config.min_ratio and share - base >= config.min_increase and z >= config.min_z
 
 
 def baseline_share(minutes: Mapping[int, Bucket], config: DetectorConfig) -> float | None:
@@ -147,8 +148,7 @@ def judge(
         return None
     if not _exceeds(negative, posts, base, config):
         return None
-    share = negative / posts
-    p0 = min(max(base, _SHARE_FLOOR), 1 - _SHARE_FLOOR)
+    share, ratio, z = _measure(negative, posts, base)
     return Spike(
         brand=brand,
         window_start=start,
@@ -158,8 +158,8 @@ def judge(
         negative_share=share,
         baseline_share=base,
         baseline_posts=baseline_posts,
-        ratio=share / p0,
-        z=(share - p0) / math.sqrt(p0 * (1 - p0) / posts),
+        ratio=ratio,
+        z=z,
     )
 
 

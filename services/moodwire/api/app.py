@@ -1,14 +1,17 @@
 """The FastAPI app of ``moodwire web``: JSON endpoints and the live page.
 
 Endpoints (all read-only): ``/healthz``; ``/api/status`` (``moodwire.status.collect`` plus
-posts/s); ``/api/series`` (per-brand per-minute counts and mean score from the Redis
-aggregates, the last N minutes of event time); ``/api/alerts``; ``/api/posts``; and ``/``,
-the page, with its script and styles under ``/static``. A server that is down gives a
-503 with one line of why; the page shows it and keeps polling.
+``posts_per_second``: posts counted in the aggregates per second, sampled every 2 s);
+``/api/series`` (per-brand per-minute counts and mean score from the Redis aggregates,
+the last N minutes of event time); ``/api/alerts``; ``/api/posts``; and ``/``, the page,
+with its script and styles under ``/static``. A server that is down gives a 503 with one
+line of why; the page shows it and keeps polling.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,12 +32,14 @@ from moodwire.brands import BrandMatcher, BrandsFileError
 from moodwire.db.engine import make_engine
 from moodwire.redis_client import connect
 from moodwire.settings import MissingServerError, Settings
-from moodwire.sinks.redis_aggregates import ALL_BRANDS, NO_BRAND, Bucket
+from moodwire.sinks.redis_aggregates import ALL_BRANDS, NO_BRAND, Bucket, RedisAggregates
 from moodwire.status import collect, serving_model_version
 
 STATIC = Path(__file__).with_name("static")
 # Hashing the model files on every request would cost more than the request itself.
 VERSION_TTL_S = 10.0
+# How often the app reads the counted-posts total for its posts/s figure.
+RATE_SAMPLE_S = 2.0
 
 
 class _Cached:
@@ -95,9 +100,26 @@ def create_app(settings: Settings) -> FastAPI:
         redis_client: redis.Redis = state["redis"]
         return redis_client
 
+    def sample_rate(stop: threading.Event) -> None:
+        # Sampled here rather than per request, so the first page load has a rate too.
+        while not stop.is_set():
+            mv = version.get()
+            if mv is not None:
+                with contextlib.suppress(redis.RedisError, MissingServerError):
+                    everything = RedisAggregates(client()).totals(mv).get(ALL_BRANDS)
+                    rate.observe(everything.n if everything else 0)
+            stop.wait(RATE_SAMPLE_S)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        sampler = threading.Thread(
+            target=sample_rate, args=(stop,), name="moodwire-rate", daemon=True
+        )
+        sampler.start()
         yield
+        stop.set()
+        sampler.join(timeout=5)
         if "engine" in state:
             state.pop("engine").dispose()
         if "redis" in state:
@@ -124,8 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/api/status")
     def status() -> dict[str, Any]:
         figures = collect(settings)
-        counted = figures.get("scored")
-        figures["posts_per_second"] = None if counted is None else rate.observe(int(counted))
+        figures["posts_per_second"] = rate.rate
         figures["display_names"] = {b: display(b) for b in figures["brands"]}
         figures["refresh_seconds"] = settings.web_refresh_seconds
         return figures

@@ -16,6 +16,12 @@ class RateMeter:
         self._min_gap = min_gap
         self._samples: deque[tuple[float, int]] = deque()
         self._lock = threading.Lock()
+        self._rate: float | None = None
+
+    @property
+    def rate(self) -> float | None:
+        """The rate at the latest reading."""
+        return self._rate
 
     def observe(self, value: int, now: float | None = None) -> float | None:
         now = time.monotonic() if now is None else now
@@ -26,6 +32,7 @@ class RateMeter:
             while now - self._samples[0][0] > self._span:
                 self._samples.popleft()
             first_t, first_v = self._samples[0]
-            if now - first_t < self._min_gap:
-                return None
-            return (value - first_v) / (now - first_t)
+            self._rate = (
+                None if now - first_t < self._min_gap else (value - first_v) / (now - first_t)
+            )
+            return self._rate

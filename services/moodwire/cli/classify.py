@@ -5,16 +5,24 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import BinaryIO
+from typing import Annotated, BinaryIO
 
 import typer
 
 
 def classify(
-    input: Path | None = typer.Option(None, "--input", "-i", help="JSONL file (default stdin)."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="JSONL file (default stdout)."),
-    model: Path | None = typer.Option(None, "--model", help="Model dir (default: shipped model)."),
-    batch_size: int = typer.Option(512, "--batch-size", min=1, help="Posts scored per batch."),
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help="JSONL file (default stdin).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="JSONL file (default stdout).")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model dir (default: shipped model).")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Posts scored per batch.")
+    ] = 512,
 ) -> None:
     """Add sentiment, score, probs and model_version to each {"text": ...} line."""
     from moodwire.model.classify import classify_lines

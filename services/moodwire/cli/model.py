@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -44,16 +45,20 @@ def _data_dir(data: Path | None) -> Path:
 
 
 def train(
-    data: Path | None = typer.Option(
-        None, "--data", help="Shared data dir (default ../shared/data)."
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Shared data dir (default ../shared/data).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")] = Path(
+        "models/moodwire-gru"
     ),
-    out: Path = typer.Option(
-        Path("models/moodwire-gru"), "--out", help="Model directory to write."
-    ),
-    epochs: int = typer.Option(6, help="Most epochs (early stopping on val macro-recall)."),
-    hidden: int = typer.Option(64, help="GRU hidden size per direction."),
-    seed: int = typer.Option(13, help="Random seed."),
-    max_train: int | None = typer.Option(None, help="Train on a random slice (quick runs)."),
+    epochs: Annotated[
+        int, typer.Option(help="Most epochs (early stopping on val macro-recall).")
+    ] = 6,
+    hidden: Annotated[int, typer.Option(help="GRU hidden size per direction.")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 13,
+    max_train: Annotated[
+        int | None, typer.Option(help="Train on a random slice (quick runs).")
+    ] = None,
 ) -> None:
     """Train on TweetEval train, select on val, save the folded model and its card."""
     from dataclasses import replace
@@ -78,16 +83,20 @@ def train(
 
 
 def evaluate(
-    model: Path = typer.Option(Path("models/moodwire-gru"), "--model", help="Model directory."),
-    data: Path | None = typer.Option(
-        None, "--data", help="Shared data dir (default ../shared/data)."
+    model: Annotated[Path, typer.Option("--model", help="Model directory.")] = Path(
+        "models/moodwire-gru"
     ),
-    split: list[str] = typer.Option(["val", "test"], "--split", help="Splits to score."),
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Shared data dir (default ../shared/data).")
+    ] = None,
+    split: Annotated[
+        list[str] | None, typer.Option("--split", help="Splits to score (default val, test).")
+    ] = None,
 ) -> None:
     """Print macro-recall, accuracy, per-class P/R/F1, confusion and ECE; update the card."""
     from moodwire.model.evaluate import evaluate as run_eval
 
-    reports = run_eval(model, _data_dir(data), tuple(split))
+    reports = run_eval(model, _data_dir(data), tuple(split or ("val", "test")))
     out = Console()
     for name, r in reports.items():
         out.print(

@@ -1,1 +1,1 @@
-"""moodwire.db"""
+"""The database: tables (``tables``), engines (``engine``), migrations (``migrate``)."""

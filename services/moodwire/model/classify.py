@@ -47,7 +47,7 @@ def score_fields(probs: npt.NDArray[np.float32], model_version: str) -> list[dic
             "probs": row.tolist(),
             "model_version": model_version,
         }
-        for label, score, row in zip(labels, scores, rounded)
+        for label, score, row in zip(labels, scores, rounded, strict=True)
     ]
 
 

@@ -62,7 +62,10 @@ class GRUClassifier(nn.Module):
         mask = (torch.arange(ids.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1)
         pooled_max = out.masked_fill(~mask, -2.0).amax(dim=1)
         pooled_mean = out.sum(dim=1) / lengths[:, None].to(out.dtype)
-        return self.head(self.head_dropout(torch.cat([pooled_max, pooled_mean], dim=1)))
+        logits: torch.Tensor = self.head(
+            self.head_dropout(torch.cat([pooled_max, pooled_mean], dim=1))
+        )
+        return logits
 
 
 def fold(model: GRUClassifier) -> dict[str, torch.Tensor]:

@@ -43,7 +43,9 @@ def minilm_pieces(words: list[str]) -> set[str] | None:
     if root is None:
         return None
     tokenizer = _tokenizer(root)
-    used = {t for enc in tokenizer.encode_batch(words, add_special_tokens=False) for t in enc.tokens}
+    used = {
+        t for enc in tokenizer.encode_batch(words, add_special_tokens=False) for t in enc.tokens
+    }
     singles = {
         t for t in tokenizer.get_vocab() if len(t) == 1 or (t.startswith("##") and len(t) == 3)
     }

@@ -264,7 +264,9 @@ class BatchProcessor:
         await retry_forever(
             "scored send",
             lambda: self._kafka.send_scored(
-                self._settings.topic_scored, [s.scored for s in stored]
+                self._settings.topic_scored,
+                [s.scored for s in stored],
+                [raw.partition for raw in batch.positions],
             ),
             self._settings.sink_retry_max,
         )

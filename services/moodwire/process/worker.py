@@ -23,6 +23,7 @@ from moodwire.settings import Settings
 from moodwire.sinks.kafka import KafkaWriter
 from moodwire.sinks.postgres import PostgresSink
 from moodwire.sinks.redis_aggregates import RedisAggregates
+from moodwire.topics import ensure_topics
 
 log = get_logger(__name__)
 
@@ -43,13 +44,15 @@ def tune_interpreter() -> None:
     gc.collect()
     gc.freeze()
     # Hand the GIL back sooner so the event loop is not starved by the model's thread.
-    sys.setswitchinterval(0.005)
+    sys.setswitchinterval(0.001)
 
 
 def build_worker(settings: Settings) -> faust.Worker:
     from moodwire.model.engine import InferenceEngine
 
-    settings.require("broker_url")
+    # Faust would declare only the raw topic, and an unknown topic written to by the sinks
+    # gets the broker's default partition count: create all four as configured.
+    ensure_topics(settings)
     if settings.faust_speedups:
         log.info("faust patches", extra=faust_patches.apply(settings.fetch_max_wait_ms))
     engine = InferenceEngine.load(

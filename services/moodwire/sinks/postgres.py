@@ -19,6 +19,7 @@ new offset (a replayed feed) is not new in Postgres and so is not counted twice.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,21 +31,32 @@ from sqlalchemy.pool import PoolProxiedConnection
 
 from moodwire.records import ScoredPost
 
-_INSERT_POSTS = """
-INSERT INTO posts (source, source_id, text, created_at, author, url, lang, brands, metadata)
-VALUES %s
+_POST_COLUMNS = "source, source_id, text, created_at, author, url, lang, brands, metadata"
+_SCORE_COLUMNS = "source, source_id, model_version, label, p_negative, p_neutral, p_positive, score"
+# Rows are COPYed into per-session staging tables, then moved with one INSERT ... SELECT:
+# COPY skips building and parsing a statement as long as the batch (measured 1.3-1.5x
+# the rows/s of a multi-row VALUES insert here).
+_CREATE_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS mw_stage_posts (LIKE posts INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS mw_stage_scores (LIKE scores INCLUDING DEFAULTS)
+    ON COMMIT DELETE ROWS;
+"""
+_COPY_POSTS = f"COPY mw_stage_posts ({_POST_COLUMNS}) FROM STDIN"
+_COPY_SCORES = f"COPY mw_stage_scores ({_SCORE_COLUMNS}) FROM STDIN"
+_INSERT_POSTS = f"""
+INSERT INTO posts ({_POST_COLUMNS}) SELECT {_POST_COLUMNS} FROM mw_stage_posts
 ON CONFLICT (source, source_id) DO NOTHING
 RETURNING source, source_id
 """
-_POSTS_TEMPLATE = "(%s, %s, %s, %s, %s, %s, %s, %s::text[], %s::jsonb)"
-
-_INSERT_SCORES = """
-INSERT INTO scores (source, source_id, model_version, label, p_negative, p_neutral,
-                    p_positive, score)
-VALUES %s
+_INSERT_SCORES = f"""
+INSERT INTO scores ({_SCORE_COLUMNS}) SELECT {_SCORE_COLUMNS} FROM mw_stage_scores
 ON CONFLICT (source, source_id, model_version) DO NOTHING
 RETURNING source, source_id
 """
+# COPY's text format: backslash escapes for the four characters that would end a field.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_NULL = "\\N"
 
 _SELECT_STORED = """
 SELECT p.source, p.source_id, p.brands, s.label, s.p_negative, s.p_neutral, s.p_positive
@@ -134,7 +146,16 @@ class PostgresSink:
 
     def _connection(self) -> PoolProxiedConnection:
         if self._conn is None:
-            self._conn = self._engine.raw_connection()
+            conn = self._engine.raw_connection()
+            # Created in a transaction of their own: had the first batch rolled back, the
+            # tables would have vanished with it.
+            cur = conn.cursor()
+            try:
+                cur.execute(_CREATE_STAGING)
+            finally:
+                cur.close()
+            conn.commit()
+            self._conn = conn
         return self._conn
 
     def _discard(self) -> None:
@@ -150,14 +171,12 @@ class PostgresSink:
         before_commit: Callable[[list[Stored]], None] | None,
     ) -> list[Stored]:
         version = batch[0].model_version
-        posts = [_post_row(s) for s in batch]
-        new_posts = execute_values(
-            cur, _INSERT_POSTS, posts, template=_POSTS_TEMPLATE, page_size=len(posts), fetch=True
-        )
-        scores = [_score_row(s) for s in batch]
-        new_scores = execute_values(cur, _INSERT_SCORES, scores, page_size=len(scores), fetch=True)
-        fresh_posts = {(row[0], row[1]) for row in new_posts}
-        fresh_scores = {(row[0], row[1]) for row in new_scores}
+        cur.copy_expert(_COPY_POSTS, io.StringIO("".join(_post_line(s) for s in batch)))
+        cur.execute(_INSERT_POSTS)
+        fresh_posts = {(row[0], row[1]) for row in cur.fetchall()}
+        cur.copy_expert(_COPY_SCORES, io.StringIO("".join(_score_line(s) for s in batch)))
+        cur.execute(_INSERT_SCORES)
+        fresh_scores = {(row[0], row[1]) for row in cur.fetchall()}
         if len(fresh_posts) == len(batch) and len(fresh_scores) == len(batch):
             result = [Stored(s, True) for s in batch]
         else:
@@ -205,12 +224,51 @@ class PostgresSink:
         return out
 
 
-def _post_row(s: ScoredPost) -> tuple[Any, ...]:
+def _copy_field(value: str | None) -> str:
+    return _COPY_NULL if value is None else value.translate(_COPY_ESCAPES)
+
+
+def _post_line(s: ScoredPost) -> str:
     p = s.post
+    # Array literal with quoted elements; brand ids are plain, but quoting costs nothing.
+    brands = (
+        "{"
+        + ",".join('"' + b.replace("\\", "\\\\").replace('"', '\\"') + '"' for b in s.brands)
+        + "}"
+    )
     metadata = orjson.dumps(p.metadata).decode() if p.metadata is not None else None
-    return (p.source, p.id, p.text, p.created_at, p.author, p.url, p.lang, list(s.brands), metadata)
+    return (
+        "\t".join(
+            (
+                _copy_field(p.source),
+                _copy_field(p.id),
+                _copy_field(p.text),
+                p.created_at.isoformat(),
+                _copy_field(p.author),
+                _copy_field(p.url),
+                _copy_field(p.lang),
+                _copy_field(brands),
+                _copy_field(metadata),
+            )
+        )
+        + "\n"
+    )
 
 
-def _score_row(s: ScoredPost) -> tuple[Any, ...]:
+def _score_line(s: ScoredPost) -> str:
     neg, neu, pos = s.probs
-    return (s.post.source, s.post.id, s.model_version, s.label, neg, neu, pos, pos - neg)
+    return (
+        "\t".join(
+            (
+                _copy_field(s.post.source),
+                _copy_field(s.post.id),
+                _copy_field(s.model_version),
+                str(s.label),
+                repr(neg),
+                repr(neu),
+                repr(pos),
+                repr(pos - neg),
+            )
+        )
+        + "\n"
+    )

@@ -217,7 +217,20 @@
     }
   }
 
-  function renderCharts(series, alerts) {
+  // The minutes from the first that has posts (at least MIN_POINTS): a feed that started
+  // a few minutes ago fills the chart instead of hugging its right edge.
+  const MIN_POINTS = 15;
+  function trimmed(series) {
+    const first = series.all.n.findIndex((n) => n > 0);
+    const from = Math.max(0, Math.min(first < 0 ? 0 : first, series.minutes.length - MIN_POINTS));
+    if (from === 0) return series;
+    const cut = (s) => Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Array.isArray(v) ? v.slice(from) : v]));
+    const brands = Object.fromEntries(Object.entries(series.brands).map(([b, s]) => [b, cut(s)]));
+    return { ...series, minutes: series.minutes.slice(from), all: cut(series.all), brands };
+  }
+
+  function renderCharts(full, alerts) {
+    const series = trimmed(full);
     const brands = Object.keys(series.brands).filter((b) => b !== NO_BRAND);
     brands.forEach(colorOf);
     const shown = (line) => !state.hidden.has(line.name);
@@ -225,7 +238,7 @@
     legend.replaceChildren();
     const toggle = (name) => () => {
       if (state.hidden.has(name)) state.hidden.delete(name); else state.hidden.add(name);
-      renderCharts(series, alerts);
+      renderCharts(full, alerts);
     };
     for (const b of brands) {
       const item = el("span", { class: state.hidden.has(b) ? "off" : "", title: "show / hide" });
@@ -410,7 +423,7 @@
         renderCharts(se, al);
         $("eventtime").textContent = `event time ${dayOf(se.watermark)} ${hhmm(se.watermark)} UTC`;
       }
-      if (st) renderCards(st, se, al);
+      if (st) renderCards(st, se && se.watermark !== null ? trimmed(se) : se, al);
       if (al) renderAlerts(al);
       if (posts.status === "fulfilled") renderPosts(posts.value.posts);
     }
