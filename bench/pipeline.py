@@ -15,7 +15,7 @@ temporary state dir, stopped at the end) it measures, on real tweets (sentiment1
    at a time from the raw topic through the model and writes it with one INSERT per row
    (posts, scores; one transaction per post) and its Redis counters.
 
-Usage: .venv/bin/python bench/pipeline.py [--workers 1] [--limit 0] [--naive-seconds 15]
+Usage: .venv/bin/python bench/pipeline.py [--workers 2] [--limit 0] [--naive-seconds 15]
        [--latency-seconds 20] [--latency-rate 1000] [--json results.json]
 """
 
@@ -292,7 +292,7 @@ def latencies(settings: Settings, version: str) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=1, help="moodwire process workers")
+    parser.add_argument("--workers", type=int, default=2, help="moodwire process workers")
     parser.add_argument("--limit", type=int, default=0, help="cap the corpus (0: all)")
     parser.add_argument("--naive-seconds", type=float, default=15.0)
     parser.add_argument("--latency-seconds", type=float, default=20.0)

@@ -64,7 +64,7 @@ def start_stack(settings: Settings) -> tuple[Settings, bool]:
     of them (then it is the demo's to stop)."""
     running_before = {s.name for s in manager.status(settings) if s.origin == "stack" and s.answers}
     servers = manager.up(settings)
-    updates = {
+    updates: dict[str, Any] = {
         URL_FIELDS[s.name]: s.url
         for s in servers
         if not settings.configured_by_env(URL_FIELDS[s.name])  # type: ignore[arg-type]

@@ -8,6 +8,8 @@ never joins the group and never commits, so it cannot disturb the workers.
 
 from __future__ import annotations
 
+import time
+
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -18,69 +20,69 @@ log = get_logger(__name__)
 
 
 class LagProbe:
-    """Reusable (one pair of connections); call :meth:`lag` as often as once a second."""
+    """Call :meth:`lag` as often as once a second; :meth:`close` at the end."""
 
     def __init__(self, settings: Settings, *, topic: str | None = None) -> None:
         self.settings = settings
         self.topic = topic or settings.topic_raw
         self._offsets: KafkaConsumer | None = None
-        self._fetcher: KafkaConsumer | None = None
-        self._partitions: list[TopicPartition] = []
 
-    def _connect(self) -> tuple[KafkaConsumer, KafkaConsumer]:
-        if self._offsets is None or self._fetcher is None:
-            servers = self.settings.bootstrap_servers
+    def _offsets_reader(self) -> KafkaConsumer:
+        if self._offsets is None:
             self._offsets = KafkaConsumer(
-                bootstrap_servers=servers,
+                bootstrap_servers=self.settings.bootstrap_servers,
                 group_id=self.settings.consumer_group,
                 enable_auto_commit=False,
                 client_id="moodwire-lag-probe",
             )
-            # Tiny fetches: only the high watermark in the response is wanted.
-            self._fetcher = KafkaConsumer(
-                bootstrap_servers=servers,
-                group_id=None,
-                enable_auto_commit=False,
-                max_partition_fetch_bytes=1024,
-                fetch_max_bytes=16 * 1024,
-                client_id="moodwire-lag-probe",
-            )
-        return self._offsets, self._fetcher
+        return self._offsets
 
-    def lag(self) -> int | None:
-        """Records on the raw topic not yet committed by the group; None if unknown."""
+    def log_ends(self, timeout: float = 2.0) -> dict[TopicPartition, int] | None:
+        """Each partition's log end offset, from the high watermarks of real fetches."""
+        # A new consumer each time: its high watermarks are unknown until a fetch
+        # answers, so every value returned is fresh (a reused one would keep stale ones).
+        fetcher = KafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Tiny fetches: only the high watermark in the response is wanted.
+            max_partition_fetch_bytes=1024,
+            fetch_max_bytes=16 * 1024,
+            client_id="moodwire-lag-probe",
+        )
         try:
-            offsets, fetcher = self._connect()
             ids = fetcher.partitions_for_topic(self.topic)
             if not ids:
                 return None
             partitions = [TopicPartition(self.topic, p) for p in sorted(ids)]
-            if partitions != self._partitions:
-                fetcher.assign(partitions)
-                self._partitions = partitions
+            fetcher.assign(partitions)
             for tp in partitions:
                 fetcher.seek(tp, 0)
-            ends: dict[TopicPartition, int] = {}
-            for _ in range(5):
-                fetcher.poll(timeout_ms=100, max_records=1)
-                ends = {tp: hw for tp in partitions if (hw := fetcher.highwater(tp)) is not None}
-                if len(ends) == len(partitions):
-                    break
-            else:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                fetcher.poll(timeout_ms=50)
+                ends = {tp: fetcher.highwater(tp) for tp in partitions}
+                if all(v is not None for v in ends.values()):
+                    return {tp: int(v) for tp, v in ends.items() if v is not None}
+            return None
+        finally:
+            fetcher.close(autocommit=False)
+
+    def lag(self) -> int | None:
+        """Records on the topic not yet committed by the group; None if unknown."""
+        try:
+            ends = self.log_ends()
+            if ends is None:
                 return None
-            total = 0
-            for tp in partitions:
-                committed = offsets.committed(tp) or 0
-                total += max(0, ends[tp] - committed)
-            return total
+            offsets = self._offsets_reader()
+            return sum(max(0, end - (offsets.committed(tp) or 0)) for tp, end in ends.items())
         except KafkaError as exc:
             log.debug("lag unavailable", extra={"error": str(exc)})
             self.close()
             return None
 
     def close(self) -> None:
-        for consumer in (self._offsets, self._fetcher):
-            if consumer is not None:
-                consumer.close(autocommit=False)
-        self._offsets = self._fetcher = None
-        self._partitions = []
+        if self._offsets is not None:
+            self._offsets.close(autocommit=False)
+            self._offsets = None

@@ -89,8 +89,9 @@ def _redis_figures(settings: Settings, version: str | None) -> dict[str, Any]:
     }
 
 
-def collect(settings: Settings) -> dict[str, Any]:
-    version = serving_model_version(settings.model_path)
+def collect(settings: Settings, model_version: str | None = None) -> dict[str, Any]:
+    """The figures of ``model_version`` (default: the serving model's, from its files)."""
+    version = model_version or serving_model_version(settings.model_path)
     out: dict[str, Any] = {
         "model_version": version,
         "posts": None,

@@ -69,6 +69,8 @@ def test_health_and_page(api: TestClient) -> None:
     assert "Waiting for posts" in page.text
     assert "function lineChart" in api.get("/static/app.js").text
     assert api.get("/static/style.css").status_code == 200
+    paths = api.get("/api/openapi.json").json()["paths"]
+    assert {"/api/status", "/api/series", "/api/alerts", "/api/posts"} <= set(paths)
 
 
 def test_status_matches_collect_and_measures_rate(

@@ -187,3 +187,11 @@ def test_sigint_flushes_everything_already_read(settings: Settings) -> None:
     sent = int(match.group(1).replace(b",", b""))
     assert sent > 2000
     assert len(read_topic(settings, settings.topic_raw, sent)) == sent
+
+
+def test_speed_replays_created_at_gaps(settings: Settings, tmp_path: Path) -> None:
+    # Event times 0 s, 1 s and 3 s at --speed 10: the last post waits until 0.3 s.
+    feed = tmp_path / "paced.jsonl"
+    feed.write_bytes(b"\n".join(orjson.dumps(_post(i, f"post {i}")) for i in (0, 1, 3)))
+    paced = Ingest(settings, speed=10.0).run(open_connector(f"file://{feed}"))
+    assert paced.sent == 3 and paced.elapsed >= 0.3

@@ -60,6 +60,9 @@ def test_n_real_tweets_in_n_rows_and_exact_aggregates_out(
     # Postgres is shared by the session's tests, Redis is this test's own.
     assert figures["posts"] >= N and figures["scored"] >= N
     assert figures["aggregate_total"] == N
+    # SIGTERM: a clean stop.
+    worker.stop()
+    assert worker.proc.returncode == 0, worker.tail()
 
 
 def test_kill_9_mid_stream_and_restart_keeps_rows_and_aggregates_exact(

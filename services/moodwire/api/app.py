@@ -125,7 +125,14 @@ def create_app(settings: Settings) -> FastAPI:
         if "redis" in state:
             state.pop("redis").close()
 
-    app = FastAPI(title="moodwire", lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
+    # No Swagger UI: it loads its assets from a CDN, and the page must work offline.
+    app = FastAPI(
+        title="moodwire",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(SQLAlchemyError)

@@ -5,7 +5,19 @@ from __future__ import annotations
 import typer
 
 from moodwire import __version__
-from moodwire.cli import alerts, classify, db, demo, ingest, model, process, stack, status, web
+from moodwire.cli import (
+    alerts,
+    classify,
+    db,
+    demo,
+    ingest,
+    model,
+    process,
+    replay,
+    stack,
+    status,
+    web,
+)
 from moodwire.logs import configure
 from moodwire.settings import get_settings
 
@@ -34,7 +46,7 @@ def _root(
     configure(settings.log_level, settings.log_format)
 
 
-for group in (stack, db, model, classify, ingest, process, status, alerts, web, demo):
+for group in (stack, db, model, classify, ingest, process, replay, status, alerts, web, demo):
     group.register(app)
 
 

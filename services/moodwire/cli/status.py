@@ -44,11 +44,17 @@ def _print_text(figures: dict[str, Any]) -> None:
 
 def status(
     as_json: bool = typer.Option(False, "--json", help="One JSON object, for scripts."),
+    model_version: str | None = typer.Option(
+        None,
+        "--model-version",
+        help="Figures of this model version (e.g. one `moodwire rescore` wrote), not the "
+        "serving one.",
+    ),
 ) -> None:
     """What an operator checks first: rows, scores, aggregates, dead letters, brands."""
     from moodwire.status import collect
 
-    figures = collect(get_settings())
+    figures = collect(get_settings(), model_version)
     if as_json:
         typer.echo(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
     else:

@@ -144,9 +144,10 @@ class InferenceEngine:
         active = (lengths[None, :] > step[:, None]).sum(axis=1).tolist()
 
         dev, dt = self.device, self._dtype
+        # Every step's state, written in place by the last op of the step; rows that have
+        # ended keep zeros there (masked out of the max below).
+        states = torch.zeros(steps, dirs, batch, h_dim, device=dev, dtype=dt)
         h = torch.zeros(dirs, batch, h_dim, device=dev, dtype=dt)
-        pooled_max = torch.full((dirs, batch, h_dim), -2.0, device=dev, dtype=dt)
-        pooled_sum = torch.zeros(dirs, batch, h_dim, device=dev, dtype=dt)
         for t in range(steps):
             k = active[t]
             if k < h.shape[1]:
@@ -155,12 +156,13 @@ class InferenceEngine:
             g = torch.baddbmm(self._b_hh, h, self._w_hh)
             rz = x[..., : 2 * h_dim].add_(g[..., : 2 * h_dim]).sigmoid_()
             n = x[..., 2 * h_dim :].addcmul_(rz[..., :h_dim], g[..., 2 * h_dim :]).tanh_()
-            h = torch.addcmul(n, rz[..., h_dim:], h - n)
-            view = pooled_max[:, :k]
-            torch.maximum(view, h, out=view)
-            pooled_sum[:, :k] += h
+            # h' = (1 - z) * n + z * h, in one op
+            h = torch.lerp(n, h, rz[..., h_dim:], out=states[t, :, :k])
         lens = torch.from_numpy(lengths).to(device=dev, dtype=dt)[None, :, None]
-        features = torch.cat([pooled_max, pooled_sum / lens], dim=0)  # [2D, B, H]
+        pooled_mean = states.sum(dim=0) / lens
+        ended = torch.from_numpy(step[:, None] >= lengths[None, :]).to(dev)[:, None, :, None]
+        pooled_max = states.masked_fill_(ended, -2.0).amax(dim=0)
+        features = torch.cat([pooled_max, pooled_mean], dim=0)  # [2D, B, H]
         features = features.permute(1, 0, 2).reshape(batch, 2 * dirs * h_dim)
         logits = torch.addmm(self._head_b, features, self._head_w) * self._inv_temperature
         return torch.softmax(logits.float(), dim=1).cpu().numpy()

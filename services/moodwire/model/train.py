@@ -187,7 +187,7 @@ def train(
     val_split = data.load_split(data_dir, "val")
     aux_split = data.load_sentiment140(data_dir) if cfg.aux_weight > 0 or cfg.extra_vocab else None
 
-    vocab_texts = train_split.texts + (aux_split.texts if aux_split else [])
+    vocab_texts = train_split.texts + (aux_split.texts if aux_split and cfg.extra_vocab else [])
     vocab = build_vocab(vocab_texts, cfg.min_count, cfg.max_vocab, cfg.subwords)
     train_enc, val_enc = Encoded.of(vocab, train_split), Encoded.of(vocab, val_split)
     aux_enc = Encoded.of(vocab, aux_split) if aux_split and cfg.aux_weight > 0 else None

@@ -78,6 +78,7 @@ class Runtime(mode.Service):
         self.dead = 0
         self.batches = 0
         self.busy_s = 0.0
+        self._logged_batches = 0
         self.stage_s: dict[str, float] = {}
 
     def record(self, report: BatchReport) -> None:
@@ -106,7 +107,8 @@ class Runtime(mode.Service):
 
     @mode.Service.timer(PROGRESS_EVERY_S)
     async def _progress(self) -> None:
-        if self.batches:
+        if self.batches != self._logged_batches:
+            self._logged_batches = self.batches
             log.info(
                 "progress",
                 extra={

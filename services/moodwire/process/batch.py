@@ -1,20 +1,22 @@
 """The batch step of the stream processor, independent of Faust.
 
-One call handles one micro-batch of raw Kafka records, in this order, and returns only
-when every sink has it (the caller acks the offsets after that, never before):
+A micro-batch of raw Kafka records goes through two calls; the caller acks the batch's
+offsets only after the second returns, never before:
 
-1. decode each record (``records.decode_post``); bad ones go to the dead-letter topic
-   with the original bytes, the reason and their Kafka position;
-2. tag brands (``BrandMatcher.match``) and score the texts (``engine.predict``) in a
-   one-thread executor, so the event loop keeps heartbeating while the model runs;
-3. one Postgres transaction: insert posts and scores, then apply the Redis aggregates
-   of the posts whose score is new, then commit (why this order keeps the aggregates
-   exact: ``moodwire.sinks.postgres``);
-4. the scored records to the scored-posts topic.
+:meth:`BatchProcessor.prepare`
+    decode each record (``records.decode_post``); bad ones go to the dead-letter topic
+    (awaited) with the original bytes, the reason and their Kafka position; tag brands
+    (``BrandMatcher.match``) and score the texts (``engine.predict``) in a one-thread
+    executor, so the event loop keeps heartbeating while the model runs.
+:meth:`BatchProcessor.write`
+    one Postgres transaction: insert posts and scores, apply the Redis aggregates of
+    the posts whose score is new, commit (why this order keeps the aggregates exact:
+    ``moodwire.sinks.postgres``); then the scored records to the scored-posts topic.
 
-Postgres or Redis down: step 3 is retried whole, with backoff, forever (logged), and the
-offsets stay where they are. A record that appears twice in one batch is stored once and
-counted once.
+The agent may prepare batch k+1 while batch k is being written (``overlap_batches``),
+but never runs two writes at once. Postgres or Redis down: the write is retried whole,
+with backoff, forever (logged), and the offsets stay where they are. A record that
+appears twice in one batch is stored once and counted once.
 """
 
 from __future__ import annotations

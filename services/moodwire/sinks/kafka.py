@@ -66,25 +66,33 @@ class KafkaWriter:
         """
         producer = self._require()
         partitions = sorted(await producer.partitions_for(topic))
-        reuse = source_partitions is not None and len(source_partitions) == len(records)
-        reuse = reuse and partitions == list(range(len(partitions)))
+        count = len(partitions)
+        hints = source_partitions
+        if hints is None or len(hints) != len(records) or partitions != list(range(count)):
+            hints = [-1] * len(records)
         grouped: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-        for i, r in enumerate(records):
+        for r, hint in zip(records, hints, strict=True):
             key = r.post.key
-            if reuse and source_partitions is not None and source_partitions[i] < len(partitions):
-                partition = source_partitions[i]
-            else:
-                partition = self._partitioner(key, partitions, partitions)
+            partition = (
+                hint if 0 <= hint < count else self._partitioner(key, partitions, partitions)
+            )
             grouped[partition].append((key, encode_scored(r)))
         futures = []
         for partition, messages in grouped.items():
             batch = producer.create_batch()
             for key, value in messages:
-                if batch.append(key=key, value=value, timestamp=None) is None:
+                if batch.append(key=key, value=value, timestamp=None) is not None:
+                    continue
+                if batch.record_count():  # full: ship it and start the next one
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    # Larger than a whole batch: on its own, never dropped.
+                    futures.append(
+                        await producer.send(topic, value=value, key=key, partition=partition)
+                    )
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)
 
     async def send_dead_letters(self, topic: str, letters: Sequence[DeadLetter]) -> None:

@@ -1,10 +1,11 @@
 """Bulk, idempotent writes of scored posts and dead letters to PostgreSQL.
 
-A batch is one transaction of two multi-row ``INSERT ... ON CONFLICT DO NOTHING
-RETURNING`` statements (posts, then scores), so a redelivered batch inserts nothing
-twice. ``RETURNING`` tells which scores are new; for the others the stored row wins
-(brands and probabilities as first written), so every later consumer of the batch (the
-Redis aggregates, the scored topic) sees exactly what Postgres holds.
+A batch is one transaction: COPY the rows into session staging tables, then
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`` into posts, then scores, so a
+redelivered batch inserts nothing twice. ``RETURNING`` tells which scores are new; for
+the others the stored row wins (brands and probabilities as first written), so every
+later consumer of the batch (the Redis aggregates, the scored topic) sees exactly what
+Postgres holds.
 
 ``write`` runs a caller's step (the Redis aggregates) after the inserts and before the
 commit, while the new rows are still invisible and locked. That ordering is what makes

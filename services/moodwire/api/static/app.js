@@ -106,6 +106,8 @@
       const x1 = Math.min(width - m.right, x(i0) + (span - 0.5) * step);
       root.appendChild(svgEl("rect", { x: x0, y: m.top, width: x1 - x0, height: innerH,
         fill: "rgba(229,72,77,0.10)", class: "alert-band" }));
+      root.appendChild(svgEl("line", { x1: x0, x2: x0, y1: m.top, y2: m.top + innerH,
+        stroke: "rgba(229,72,77,0.45)", "stroke-dasharray": "2 3" }));
       const label = svgEl("text", { x: x1 - 3, y: m.top + 11, "text-anchor": "end", class: "band-label" });
       label.textContent = band.label;
       root.appendChild(label);
@@ -220,13 +222,16 @@
   // The minutes from the first that has posts (at least MIN_POINTS): a feed that started
   // a few minutes ago fills the chart instead of hugging its right edge.
   const MIN_POINTS = 15;
+  // The minute still filling (the clock's) is left out: it would read as a sudden drop.
   function trimmed(series) {
     const first = series.all.n.findIndex((n) => n > 0);
     const from = Math.max(0, Math.min(first < 0 ? 0 : first, series.minutes.length - MIN_POINTS));
-    if (from === 0) return series;
-    const cut = (s) => Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Array.isArray(v) ? v.slice(from) : v]));
+    const open = series.watermark >= Math.floor(Date.now() / 60000) * 60 && series.minutes.length > 1;
+    const to = series.minutes.length - (open ? 1 : 0);
+    if (from === 0 && !open) return series;
+    const cut = (s) => Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Array.isArray(v) ? v.slice(from, to) : v]));
     const brands = Object.fromEntries(Object.entries(series.brands).map(([b, s]) => [b, cut(s)]));
-    return { ...series, minutes: series.minutes.slice(from), all: cut(series.all), brands };
+    return { ...series, minutes: series.minutes.slice(from, to), all: cut(series.all), brands };
   }
 
   function renderCharts(full, alerts) {
@@ -254,10 +259,16 @@
     allItem.append(allSwatch, "All posts");
     allItem.addEventListener("click", toggle("*"));
     legend.appendChild(allItem);
-    // Alert windows of the shown brands, shaded behind the lines.
-    const bands = (alerts || []).filter((a) => !state.hidden.has(a.brand)).map((a) => ({
-      start: epochOf(a.window_start), end: epochOf(a.window_end),
-      label: `${a.display || display(a.brand)} spike`,
+    // Alert windows of the shown brands, shaded behind the lines (one band per window).
+    const byWindow = new Map();
+    for (const a of alerts || []) {
+      if (state.hidden.has(a.brand)) continue;
+      const key = `${a.window_start}|${a.window_end}`;
+      if (!byWindow.has(key)) byWindow.set(key, { start: epochOf(a.window_start), end: epochOf(a.window_end), names: [] });
+      byWindow.get(key).names.push(a.display || display(a.brand));
+    }
+    const bands = Array.from(byWindow.values()).map((b) => ({
+      ...b, label: `${b.names.sort().join(", ")} spike`,
     }));
 
     const scoreLines = brands.map((b) => ({ name: b, color: colorOf(b), values: series.brands[b].mean_score }));

@@ -1,0 +1,122 @@
+"""Fixtures of the replay tests: posts stored by the real sinks under the shipped model
+(version A), and a second model version B to re-score them with."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+# The stream-processor tests' helpers (real tweets, SQL vs Redis aggregates) are reused,
+# not copied; their folder is not a package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "process"))
+
+from process_support import post_dicts, real_tweets, spawn_worker, tag_of
+
+from moodwire.db.engine import make_engine
+from moodwire.model import artifact
+from moodwire.model.engine import InferenceEngine
+from moodwire.process.batch import minute_of
+from moodwire.records import Post, ScoredPost
+from moodwire.settings import Settings
+from moodwire.sinks.postgres import PostgresSink, Stored
+from moodwire.sinks.redis_aggregates import Countable, RedisAggregates
+
+__all__ = ["spawn_worker"]
+
+N = 600
+# Brands as the processor would have tagged them: none, one, or two per post.
+_BRANDS: tuple[tuple[str, ...], ...] = ((), ("acme",), ("acme", "globex"), ())
+
+
+def source_of(settings: Settings) -> str:
+    """One source per test: the session's database holds other tests' posts too."""
+    return f"feed.{tag_of(settings)}"
+
+
+def posts_of(settings: Settings, n: int = N) -> list[Post]:
+    source = source_of(settings)
+    return [
+        Post(
+            id=p["id"],
+            source=source,
+            text=p["text"],
+            created_at=datetime.fromisoformat(p["created_at"]),
+            author=p["author"],
+        )
+        for p in post_dicts(real_tweets(n), tag_of(settings))
+    ]
+
+
+def store_as_serving(settings: Settings, client: redis.Redis, posts: list[Post]) -> str:
+    """Score ``posts`` with the shipped model and store them as the processor does
+    (Postgres rows and Redis aggregates, offsets of one partition); returns version A."""
+    engine = InferenceEngine.load(path=settings.model_path, device="cpu")
+    probs = engine.predict([p.text for p in posts])
+    batch = [
+        ScoredPost(
+            post=p,
+            label=int(row.argmax()),
+            probs=(float(row[0]), float(row[1]), float(row[2])),
+            model_version=engine.model_version,
+            brands=_BRANDS[i % len(_BRANDS)],
+        )
+        for i, (p, row) in enumerate(zip(posts, probs, strict=True))
+    ]
+    aggregates = RedisAggregates(client)
+
+    def count(stored: list[Stored]) -> None:
+        aggregates.apply(
+            engine.model_version,
+            settings.topic_raw,
+            [
+                Countable(
+                    0,
+                    i,
+                    s.scored.post.source,
+                    minute_of(s.scored.post),
+                    s.scored.brands,
+                    s.scored.label,
+                    s.scored.score,
+                    s.new,
+                )
+                for i, s in enumerate(stored)
+            ],
+        )
+
+    db = make_engine(settings)
+    sink = PostgresSink(db)
+    try:
+        sink.write(batch, before_commit=count)
+    finally:
+        sink.close()
+        db.dispose()
+    return engine.model_version
+
+
+@pytest.fixture
+def stored(settings: Settings, redis_client: redis.Redis) -> list[Post]:
+    """N real tweets stored under the shipped model's version."""
+    posts = posts_of(settings)
+    store_as_serving(settings, redis_client, posts)
+    return posts
+
+
+@pytest.fixture
+def model_b(settings: Settings, tmp_path: Path) -> Iterator[Path]:
+    """The shipped model with a cooler temperature: other probabilities, another version."""
+    out = tmp_path / "model-b"
+    shutil.copytree(settings.model_path, out)
+    config: dict[str, Any] = json.loads((out / artifact.CONFIG).read_text())
+    config["temperature"] = float(config.get("temperature", 1.0)) * 0.5
+    config["note"] = f"rescore test {tag_of(settings)}"  # a version unique to this test
+    (out / artifact.CONFIG).write_text(json.dumps(config))
+    assert artifact.model_version(out) != artifact.model_version(settings.model_path)
+    yield out

@@ -1,0 +1,160 @@
+"""`moodwire rescore` on real Postgres and Redis: stored posts re-scored under a new
+version, each exactly once, also when a run is killed and started again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis
+from process_support import (
+    MOODWIRE,
+    assert_aggregates_exact,
+    count_scores,
+    redis_buckets,
+    sql_buckets,
+    worker_env,
+)
+
+from moodwire.model import artifact
+from moodwire.model.engine import InferenceEngine
+from moodwire.records import Post
+from moodwire.replay.posts import Scope
+from moodwire.replay.rescore import LOG_TOPIC, rescore
+from moodwire.settings import Settings
+from moodwire.sinks.redis_aggregates import ALL_BRANDS, RedisAggregates
+from moodwire.status import collect
+
+from .conftest import N, source_of
+
+
+def run_cli(settings: Settings, model: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(MOODWIRE), "rescore", "--model", str(model), "--source", source_of(settings), *args],
+        env=worker_env(settings, **env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def snapshot(settings: Settings, client: redis.Redis, version: str) -> tuple[object, ...]:
+    """Everything a rerun must leave unchanged: rows, buckets, totals, watermark."""
+    agg = RedisAggregates(client)
+    return (
+        count_scores(settings, version),
+        redis_buckets(settings, version),
+        agg.totals(version),
+        agg.watermarks(version, LOG_TOPIC),
+    )
+
+
+def test_rescore_adds_one_row_per_post_and_exact_aggregates_for_the_new_version(
+    settings: Settings, redis_client: redis.Redis, stored: list[Post], model_b: Path
+) -> None:
+    version_a = artifact.model_version(settings.model_path)
+    engine = InferenceEngine.load(path=model_b, device="cpu")
+    version_b = engine.model_version
+    scope = Scope(source=source_of(settings))
+
+    report = rescore(settings, engine, scope, batch_size=128)
+
+    assert (report.posts, report.stored, report.counted) == (N, N, N)
+    assert report.chunks == -(-N // 128)
+    assert count_scores(settings, version_b) == N
+    assert count_scores(settings, version_a) == N  # the old version's rows stay
+    assert_aggregates_exact(settings, version_b, N)
+    assert_aggregates_exact(settings, version_a, N)
+    # Another model: same posts, other scores (a halved temperature sharpens them).
+    sum_a = sum(b.score_sum for k, b in sql_buckets(settings, version_a).items() if k[0] == "*")
+    sum_b = sum(b.score_sum for k, b in sql_buckets(settings, version_b).items() if k[0] == "*")
+    assert abs(sum_a - sum_b) > 1.0
+    assert {version_a, version_b} <= set(redis_client.smembers("mw:versions"))
+    # `moodwire status --model-version` shows the new version's figures.
+    figures = collect(settings, version_b)
+    assert figures["errors"] == []
+    assert (figures["model_version"], figures["scored"], figures["aggregate_total"]) == (
+        version_b,
+        N,
+        N,
+    )
+    assert figures["brands"]["acme"]["posts"] == sum(
+        b.n for k, b in sql_buckets(settings, version_b).items() if k[0] == "acme"
+    )
+
+    before = snapshot(settings, redis_client, version_b)
+    again = rescore(settings, engine, scope, batch_size=128)
+    assert (again.posts, again.stored, again.counted, again.chunks) == (0, 0, 0, 0)
+    assert snapshot(settings, redis_client, version_b) == before
+
+
+def test_since_until_and_source_bound_what_is_rescored(
+    settings: Settings, redis_client: redis.Redis, stored: list[Post], model_b: Path
+) -> None:
+    engine = InferenceEngine.load(path=model_b, device="cpu")
+    since = datetime(2009, 5, 11, 3, 5, tzinfo=UTC)
+    until = datetime(2009, 5, 11, 3, 10, tzinfo=UTC)
+    inside = sum(since <= p.created_at < until for p in stored)
+    assert 0 < inside < N
+
+    elsewhere = rescore(settings, engine, Scope(since, until, "no-such-source"), batch_size=50)
+    assert elsewhere.posts == 0
+    report = rescore(settings, engine, Scope(since, until, source_of(settings)), batch_size=50)
+
+    assert report.posts == report.stored == report.counted == inside
+    assert count_scores(settings, engine.model_version) == inside
+    assert_aggregates_exact(settings, engine.model_version, inside)
+    minutes = {k[2] for k in redis_buckets(settings, engine.model_version)}
+    assert min(minutes) >= since.timestamp() and max(minutes) < until.timestamp()
+
+
+def test_killed_between_redis_and_commit_then_rerun_counts_each_post_once(
+    settings: Settings, redis_client: redis.Redis, stored: list[Post], model_b: Path
+) -> None:
+    version_b = artifact.model_version(model_b)
+    # The worst window: the first chunk is in the aggregates, its rows are not committed.
+    crashed = run_cli(settings, model_b, "--batch-size", "100", MOODWIRE_FAULT_CRASH_AFTER="redis")
+    out, _ = crashed.communicate(timeout=60)
+    assert crashed.returncode == -signal.SIGKILL, out
+    assert count_scores(settings, version_b) == 0
+    assert RedisAggregates(redis_client).totals(version_b)[ALL_BRANDS].n == 100
+
+    engine = InferenceEngine.load(path=model_b, device="cpu")
+    rerun = rescore(settings, engine, Scope(source=source_of(settings)), batch_size=100)
+    # The journalled chunk is stored now but not counted again; the rest is both.
+    assert (rerun.resumed_posts, rerun.stored, rerun.counted) == (100, N, N - 100)
+    assert count_scores(settings, version_b) == N
+    assert_aggregates_exact(settings, version_b, N)
+
+
+def test_sigkill_mid_run_then_rerun_is_exact_and_a_finished_run_is_a_no_op(
+    settings: Settings, redis_client: redis.Redis, stored: list[Post], model_b: Path
+) -> None:
+    version_b = artifact.model_version(model_b)
+    run = run_cli(settings, model_b, "--batch-size", "10")
+    deadline = time.monotonic() + 60
+    while count_scores(settings, version_b) < 50 and run.poll() is None:
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.01)
+    os.kill(run.pid, signal.SIGKILL)
+    run.communicate(timeout=30)
+    assert run.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    partial = count_scores(settings, version_b)
+    assert 50 <= partial < N
+
+    rerun = run_cli(settings, model_b, "--batch-size", "64")
+    out, _ = rerun.communicate(timeout=60)
+    assert rerun.returncode == 0, out
+    assert f"rescored {N - partial:,} posts into {version_b}" in out, out
+    assert count_scores(settings, version_b) == N
+    assert_aggregates_exact(settings, version_b, N)
+
+    before = snapshot(settings, redis_client, version_b)
+    engine = InferenceEngine.load(path=model_b, device="cpu")
+    last = rescore(settings, engine, Scope(source=source_of(settings)))
+    assert (last.posts, last.stored, last.counted) == (0, 0, 0)
+    assert snapshot(settings, redis_client, version_b) == before
