@@ -9,11 +9,13 @@ workers, and the local servers when the demo was the one that started them.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 from urllib.parse import urlencode
 
@@ -73,14 +75,27 @@ def start_stack(settings: Settings) -> tuple[Settings, bool]:
     return settings.model_copy(update=updates), started_all
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 @contextmanager
-def _ignoring_interrupts() -> Iterator[None]:
-    # A second Ctrl-C while stopping must not leave children running.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _signals(handler: Any) -> Iterator[None]:
+    previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _say(console: Console, message: str) -> None:
+    # The terminal may be gone (SIGHUP): cleaning up matters more than saying so.
+    with contextlib.suppress(OSError):
+        console.print(message)
 
 
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> DemoResult:
@@ -91,16 +106,35 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
     matcher = BrandMatcher.from_settings(settings)
     summary = LiveSummary({b.name: b.display for b in matcher.definitions})
     url = feed_url(options)
+    # SIGTERM and a closed terminal (SIGHUP) stop the demo like Ctrl-C does: the children
+    # run in their own sessions and would otherwise outlive it.
+    with _signals(_interrupt):
+        final, stopped_stack = _run(
+            settings, options, console, pipeline, probe, summary, url, started_stack
+        )
+    return DemoResult(final, stopped_stack, str(log_dir))
+
+
+def _run(
+    settings: Settings,
+    options: DemoOptions,
+    console: Console,
+    pipeline: LocalPipeline,
+    probe: LagProbe,
+    summary: LiveSummary,
+    url: str,
+    started_stack: bool,
+) -> tuple[dict[str, Any], bool]:
     title = f"demo  ·  {url}  ·  {options.workers} worker{'s' * (options.workers > 1)}"
-    stopped_stack = False
     final: dict[str, Any] = {}
+    stopped_stack = False
     try:
-        for i in range(options.workers):
-            pipeline.start_worker(f"worker-{i + 1}")
-        pipeline.start_ingest(url, "--quiet")
-        deadline = None if options.duration is None else time.monotonic() + options.duration
-        with Live(summary.render(title), console=console, refresh_per_second=4) as live:
-            try:
+        try:
+            for i in range(options.workers):
+                pipeline.start_worker(f"worker-{i + 1}")
+            pipeline.start_ingest(url, "--quiet")
+            deadline = None if options.duration is None else time.monotonic() + options.duration
+            with Live(summary.render(title), console=console, refresh_per_second=4) as live:
                 while True:
                     summary.add(collect(settings), probe.lag())
                     live.update(summary.render(title))
@@ -110,11 +144,12 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
                     if deadline is not None and time.monotonic() >= deadline:
                         break
                     time.sleep(REFRESH_S)
-            except KeyboardInterrupt:
-                pass
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP: the normal way out
+            pass
     finally:
-        with _ignoring_interrupts():
-            console.print("\nstopping the demo: ingest (flushing), then the workers...")
+        # A second Ctrl-C while stopping must not leave children running.
+        with _signals(signal.SIG_IGN):
+            _say(console, "\nstopping the demo: ingest (flushing), then the workers...")
             pipeline.stop()
             probe.close()
             # Read the last figures before the servers (maybe) go.
@@ -122,4 +157,4 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
             if started_stack and not options.keep_stack:
                 manager.down(settings)
                 stopped_stack = True
-    return DemoResult(final, stopped_stack, str(log_dir))
+    return final, stopped_stack

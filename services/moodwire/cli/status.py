@@ -16,11 +16,11 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def _print_text(figures: dict[str, Any]) -> None:
+def _print_text(figures: dict[str, Any], which: str) -> None:
     console = Console()
     console.print(f"model version    {figures['model_version'] or '-'}")
     console.print(f"posts            {_fmt(figures['posts'])}")
-    console.print(f"scored           {_fmt(figures['scored'])}   (serving version)")
+    console.print(f"scored           {_fmt(figures['scored'])}   ({which})")
     console.print(f"aggregate_total  {_fmt(figures['aggregate_total'])}   (Redis, each post once)")
     stages = ", ".join(f"{k} {v:,}" for k, v in figures["dead_letters_by_stage"].items())
     console.print(
@@ -58,7 +58,7 @@ def status(
     if as_json:
         typer.echo(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
     else:
-        _print_text(figures)
+        _print_text(figures, "that version" if model_version else "serving version")
     if figures["errors"]:
         raise typer.Exit(1)
 

@@ -122,11 +122,16 @@ class Runtime(mode.Service):
 
 
 def create_app(settings: Settings, runtime: Runtime) -> faust.App:
+    faust_dir = settings.state_dir / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.consumer_group,
         broker=settings.faust_broker,
         autodiscover=False,
         store="memory://",
+        # Faust creates a "<app id>-data" directory even with a memory store; keep it out of
+        # the working directory.
+        datadir=str(faust_dir),
         web_enabled=True,
         web_bind=settings.web_host,
         web_host=settings.web_host,
