@@ -41,8 +41,24 @@ class _ConsoleFormatter(logging.Formatter):
 NOISY_LOGGERS = ("kafka", "aiokafka", "alembic.runtime.migration")
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the record, not at configuration:
+    a CLI run inside a test runner (or any redirect) swaps stderr and closes the old one."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure(level: str = "INFO", fmt: str = "console") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -10,6 +10,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
+import pytest
 import redis
 from process_support import (
     MOODWIRE,
@@ -19,13 +21,16 @@ from process_support import (
     sql_buckets,
     worker_env,
 )
+from typer.testing import CliRunner
 
+from moodwire.cli.app import app
+from moodwire.db.engine import make_engine
 from moodwire.model import artifact
 from moodwire.model.engine import InferenceEngine
 from moodwire.records import Post
 from moodwire.replay.posts import Scope
-from moodwire.replay.rescore import LOG_TOPIC, rescore
-from moodwire.settings import Settings
+from moodwire.replay.rescore import LOG_TOPIC, RescoreBusy, exclusive, rescore
+from moodwire.settings import Settings, get_settings
 from moodwire.sinks.redis_aggregates import ALL_BRANDS, RedisAggregates
 from moodwire.status import collect
 
@@ -54,7 +59,11 @@ def snapshot(settings: Settings, client: redis.Redis, version: str) -> tuple[obj
 
 
 def test_rescore_adds_one_row_per_post_and_exact_aggregates_for_the_new_version(
-    settings: Settings, redis_client: redis.Redis, stored: list[Post], model_b: Path
+    settings: Settings,
+    redis_client: redis.Redis,
+    stored: list[Post],
+    model_b: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     version_a = artifact.model_version(settings.model_path)
     engine = InferenceEngine.load(path=model_b, device="cpu")
@@ -75,7 +84,16 @@ def test_rescore_adds_one_row_per_post_and_exact_aggregates_for_the_new_version(
     assert abs(sum_a - sum_b) > 1.0
     assert {version_a, version_b} <= set(redis_client.smembers("mw:versions"))
     # `moodwire status --model-version` shows the new version's figures.
-    figures = collect(settings, version_b)
+    for name in ("broker_url", "database_url", "redis_url"):
+        monkeypatch.setenv(f"MOODWIRE_{name.upper()}", str(getattr(settings, name)))
+    get_settings.cache_clear()
+    try:
+        shown = CliRunner().invoke(app, ["status", "--json", "--model-version", version_b])
+    finally:
+        get_settings.cache_clear()
+    assert shown.exit_code == 0, shown.output
+    figures = orjson.loads(shown.stdout)
+    assert figures == collect(settings, version_b)
     assert figures["errors"] == []
     assert (figures["model_version"], figures["scored"], figures["aggregate_total"]) == (
         version_b,
@@ -158,3 +176,20 @@ def test_sigkill_mid_run_then_rerun_is_exact_and_a_finished_run_is_a_no_op(
     last = rescore(settings, engine, Scope(source=source_of(settings)))
     assert (last.posts, last.stored, last.counted) == (0, 0, 0)
     assert snapshot(settings, redis_client, version_b) == before
+
+
+def test_a_second_run_into_the_same_version_is_refused_while_one_runs(
+    settings: Settings, redis_client: redis.Redis, model_b: Path
+) -> None:
+    engine = InferenceEngine.load(path=model_b, device="cpu")
+    db = make_engine(settings)
+    try:
+        with (
+            exclusive(db, engine.model_version),
+            pytest.raises(RescoreBusy, match="another rescore"),
+        ):
+            rescore(settings, engine, Scope(source=source_of(settings)))
+        # Released: the next run goes ahead (nothing in scope, so nothing to do).
+        assert rescore(settings, engine, Scope(source=source_of(settings))).posts == 0
+    finally:
+        db.dispose()

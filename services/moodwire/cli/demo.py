@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import typer
 from rich.console import Console
 
@@ -33,14 +35,17 @@ def demo(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     figures = result.figures
-    console.print(
+    lines = [
         f"demo stopped: {figures.get('posts') or 0:,} posts scored, "
-        f"{figures.get('dead_letters') or 0:,} dead letters; logs in {result.log_dir}"
-    )
-    if result.stopped_stack:
-        console.print("local servers stopped (PostgreSQL and Redis data stay in the state dir)")
-    else:
-        console.print("local servers left running: `moodwire status`, `moodwire stack down`")
+        f"{figures.get('dead_letters') or 0:,} dead letters; logs in {result.log_dir}",
+        "local servers stopped (PostgreSQL and Redis data stay in the state dir)"
+        if result.stopped_stack
+        else "local servers left running: `moodwire status`, `moodwire stack down`",
+    ]
+    # After a closed terminal (SIGHUP) there is nobody to tell.
+    with contextlib.suppress(OSError):
+        for line in lines:
+            console.print(line)
 
 
 def register(app: typer.Typer) -> None:

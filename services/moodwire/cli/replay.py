@@ -100,7 +100,8 @@ def rescore(
         _fail(str(exc))
     except (SQLAlchemyError, psycopg2.Error, redis.RedisError) as exc:
         # Nothing is half done: a rerun finishes the chunk in flight, then goes on.
-        _fail(f"{type(exc).__name__}: {str(exc).strip()[:300]} (rerun to resume)")
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        _fail(f"{type(exc).__name__}: {first_line} (rerun to resume)")
     typer.echo(
         f"rescored {report.posts:,} posts into {report.model_version}: {report.stored:,} new "
         f"score rows, {report.counted:,} counted in the aggregates, {report.chunks:,} chunks, "

@@ -6,7 +6,9 @@ Options: ``format=jsonl|csv`` (default: from the extension), ``source=NAME`` (th
 
 JSON Lines: one post object per line (schema ``post.v1``); blank lines are skipped.
 CSV: a header row naming the post fields (``id, source, text, created_at, author, url,
-lang``); other columns go into ``metadata``; empty optional cells are absent.
+lang``); other columns go into ``metadata``; empty optional cells are absent. A bad
+row's dead-letter payload is the row written back as CSV (the csv module does not give
+the raw bytes of a row that may span lines); invalid UTF-8 in it is kept byte for byte.
 
 Every record carries its origin, ``file:///abs/path:LINE``; a line that cannot be a
 post becomes a dead letter downstream and the file goes on.

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, exists, func, select, tuple_
+from sqlalchemy import ColumnElement, Connection, and_, exists, func, select, text, tuple_
 
 from moodwire.db.tables import Post as PostRow
 from moodwire.db.tables import Score as ScoreRow
@@ -83,7 +83,15 @@ def count_unscored(conn: Connection, scope: Scope, version: str) -> int:
 def next_unscored(
     conn: Connection, scope: Scope, version: str, after: Key | None, limit: int
 ) -> list[StoredPost]:
-    """Up to ``limit`` posts after ``after`` in key order that lack a ``version`` score."""
+    """Up to ``limit`` posts after ``after`` in key order that lack a ``version`` score.
+
+    Runs in the caller's transaction and changes its planner settings until it ends.
+    """
+    # A merge or hash anti join reads the scores index from its start (the version is its
+    # last column) for every page: quadratic in the table. Probing the index per post
+    # keeps a page at ~2 ms whatever the table's size (measured with 150k scores).
+    conn.execute(text("SET LOCAL enable_mergejoin = off"))
+    conn.execute(text("SET LOCAL enable_hashjoin = off"))
     query = select(*_COLUMNS).where(_unscored(version), *scope.conditions())
     if after is not None:
         query = query.where(tuple_(PostRow.source, PostRow.source_id) > tuple_(*after))
@@ -103,11 +111,11 @@ def load_unscored(conn: Connection, keys: Sequence[Key], version: str) -> dict[K
 
 
 def _stored(row: Any) -> StoredPost:
-    source, source_id, text, created_at, author, url, lang, metadata, brands = row
+    source, source_id, body, created_at, author, url, lang, metadata, brands = row
     post = Post(
         id=source_id,
         source=source,
-        text=text,
+        text=body,
         created_at=created_at,
         author=author,
         url=url,

@@ -99,7 +99,7 @@ def rescore(
     client = connect(settings)
     sink = PostgresSink(db)
     try:
-        with _exclusive(db, engine.model_version), db.connect() as reader:
+        with exclusive(db, engine.model_version), db.connect() as reader:
             run = _Run(
                 engine,
                 reader,
@@ -146,7 +146,7 @@ def rescore(
 
 
 @contextmanager
-def _exclusive(db: Engine, model_version: str) -> Iterator[None]:
+def exclusive(db: Engine, model_version: str) -> Iterator[None]:
     # Two runs into one version would interleave their journal and log positions.
     lock_id = int.from_bytes(
         hashlib.sha256(f"moodwire.rescore:{model_version}".encode()).digest()[:8],
