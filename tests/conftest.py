@@ -34,7 +34,11 @@ from moodwire.stack.ports import free_port, port_in_use
 from moodwire.stack.postgres import STOP_SIGNAL, start_postgres
 from moodwire.stack.processes import ServerProcess, stop
 from moodwire.stack.redis import start_redis
-from moodwire.topics import ensure_topics
+from support.pipeline import spawn_worker
+from support.settings import unique_settings
+
+# Fixtures defined in support modules, offered to every test.
+__all__ = ["spawn_worker"]
 
 LOCAL_PG_PORT = 5432
 LOCAL_REDIS_PORT = 6379
@@ -199,19 +203,6 @@ def redis_client(_redis_session: tuple[str, str]) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def settings(broker_url: str, database_url: str, redis_url: str, tmp_path: Path) -> Settings:
-    suffix = uuid.uuid4().hex[:10]
-    result = Settings(
-        state_dir=tmp_path / "state",
-        broker_url=broker_url,
-        database_url=database_url,
-        redis_url=redis_url,
-        topic_raw=f"moodwire.posts.raw.{suffix}",
-        topic_scored=f"moodwire.posts.scored.{suffix}",
-        topic_alerts=f"moodwire.alerts.{suffix}",
-        topic_dead_letters=f"moodwire.dead-letters.{suffix}",
-        partitions=4,
-        consumer_group=f"moodwire-process-{suffix}",
-        web_port=free_port(),
+    return unique_settings(
+        broker_url, database_url, redis_url, tmp_path / "state", partitions=4, web_port=free_port()
     )
-    ensure_topics(result)
-    return result

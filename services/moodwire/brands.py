@@ -1,8 +1,9 @@
 """Tag posts with the brands they mention, from a YAML brands file.
 
 Every post passes through :meth:`BrandMatcher.match`, so all brands' terms are compiled
-into ONE regular expression: a single scan of the text finds every candidate, and a
-dict lookup on the (prefix, term) pair decides which brands it names. Keywords match
+into ONE regular expression: a scan of the text finds every candidate, and a dict lookup
+on the (prefix, term) pair decides which brands it names. Each term counts on its own,
+even inside a longer one ("apple" in "apple store" when both are terms). Keywords match
 bare or as hashtags, hashtags only after ``#``, handles only after ``@``; all
 case-insensitive and word-bounded (``apple`` does not match ``pineapple`` or
 ``@applefan``).
@@ -23,6 +24,7 @@ from moodwire.settings import Settings
 BUNDLED_BRANDS_FILE = Path(__file__).with_name("brands.yaml")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 _WS = re.compile(r"\s+")
+_WORD_CHAR = re.compile(r"\w")
 _TERM_KINDS = ("keywords", "hashtags", "handles")
 
 
@@ -143,10 +145,22 @@ class BrandMatcher:
             return ()
         found: set[str] = set()
         lookup = self._lookup
-        for m in self._regex.finditer(text):
-            hit = lookup.get((m.group(1), _norm(m.group(2))))
+        search = self._regex.search
+        m = search(text)
+        while m is not None:
+            prefix, term = m.group(1), m.group(2)
+            hit = lookup.get((prefix, _norm(term)))
             if hit:
                 found.update(hit)
+            # The regex takes the longest term at a position; shorter terms ending on a
+            # word boundary inside it count too ("ab" in "ab c" when both are terms).
+            for i in range(1, len(term)):
+                if not _WORD_CHAR.match(term, i):
+                    hit = lookup.get((prefix, _norm(term[:i])))
+                    if hit:
+                        found.update(hit)
+            # Resume inside the match, not after it: another term may start within it.
+            m = search(text, m.start() + 1)
         if not found:
             return ()
         return tuple(sorted(found))

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from moodwire.alerts.runner import AlertRunner
 from moodwire.db.engine import make_engine
 from moodwire.settings import Settings
-from web_support import T0, clear_alerts, model_version, write_minutes
+from support.web import T0, clear_alerts, model_version, write_minutes
 
 
 def steady_plan(rng: random.Random, upto: int = 85) -> list[tuple[str, int, int, int]]:

@@ -17,7 +17,7 @@ from moodwire.db.engine import make_engine
 from moodwire.settings import Settings
 from moodwire.stack.ports import free_port
 from moodwire.status import collect
-from web_support import Seeded, module_settings, seed_live_data, unseen_model
+from support.web import Seeded, module_settings, seed_live_data, unseen_model
 
 
 @pytest.fixture(scope="module")

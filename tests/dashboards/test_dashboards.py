@@ -8,7 +8,6 @@ database, and the key panels must agree with the Redis aggregates the worker wro
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,9 +19,8 @@ from sqlalchemy import Connection, text
 from moodwire.brands import BrandMatcher
 from moodwire.db.engine import make_engine
 from moodwire.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "process"))
-from process_support import (
+from support.grafana_sql import expand_macros, interpolate
+from support.pipeline import (
     Worker,
     count_scores,
     post_dicts,
@@ -30,14 +28,9 @@ from process_support import (
     real_tweets,
     redis_buckets,
     serving_version,
-    spawn_worker,
     tag_of,
     wait_until,
 )
-
-from dashboards.grafana_sql import expand_macros, interpolate
-
-__all__ = ["spawn_worker"]  # the fixture, shared with tests/process
 
 DASHBOARDS = sorted((Path(__file__).parents[2] / "dashboards").glob("*.json"))
 START = datetime(2009, 5, 11, 3, 0, tzinfo=UTC)  # post_dicts spreads posts over 20 minutes

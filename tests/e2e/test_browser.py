@@ -22,7 +22,7 @@ import pytest
 from moodwire.settings import Settings
 from moodwire.stack.ports import free_port
 from moodwire.status import collect
-from web_support import Seeded, module_settings, seed_live_data, unseen_model
+from support.web import Seeded, module_settings, seed_live_data, unseen_model
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 MOODWIRE = Path(sys.executable).with_name("moodwire")

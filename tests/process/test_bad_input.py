@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import orjson
-from process_support import (
+from sqlalchemy import text
+
+from moodwire.db.engine import make_engine
+from moodwire.settings import Settings
+from support.pipeline import (
     Worker,
     count_scores,
     post_dicts,
@@ -16,10 +20,6 @@ from process_support import (
     tag_of,
     wait_until,
 )
-from sqlalchemy import text
-
-from moodwire.db.engine import make_engine
-from moodwire.settings import Settings
 
 STAMP = "2009-05-11T03:00:00+00:00"
 

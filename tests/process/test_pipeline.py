@@ -8,7 +8,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from process_support import (
+
+from moodwire.settings import Settings
+from moodwire.stack.ports import free_port
+from moodwire.stack.processes import stop
+from moodwire.stack.redis import start_redis
+from moodwire.status import collect
+from support.pipeline import (
     Worker,
     assert_aggregates_exact,
     committed_total,
@@ -23,12 +29,6 @@ from process_support import (
     tag_of,
     wait_until,
 )
-
-from moodwire.settings import Settings
-from moodwire.stack.ports import free_port
-from moodwire.stack.processes import stop
-from moodwire.stack.redis import start_redis
-from moodwire.status import collect
 
 N = 2000
 

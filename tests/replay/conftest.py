@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -13,12 +12,6 @@ from typing import Any
 
 import pytest
 import redis
-
-# The stream-processor tests' helpers (real tweets, SQL vs Redis aggregates) are reused,
-# not copied; their folder is not a package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "process"))
-
-from process_support import post_dicts, real_tweets, spawn_worker, tag_of
 
 from moodwire.db.engine import make_engine
 from moodwire.model import artifact
@@ -28,8 +21,7 @@ from moodwire.records import Post, ScoredPost
 from moodwire.settings import Settings
 from moodwire.sinks.postgres import PostgresSink, Stored
 from moodwire.sinks.redis_aggregates import Countable, RedisAggregates
-
-__all__ = ["spawn_worker"]
+from support.pipeline import post_dicts, real_tweets, tag_of
 
 N = 600
 # Brands as the processor would have tagged them: none, one, or two per post.

@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from process_support import (
+
+from moodwire.settings import Settings
+from support.pipeline import (
     MOODWIRE,
     Worker,
     assert_aggregates_exact,
@@ -22,8 +24,6 @@ from process_support import (
     wait_until,
     worker_env,
 )
-
-from moodwire.settings import Settings
 
 N = 400
 

@@ -13,14 +13,6 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
-from process_support import (
-    MOODWIRE,
-    assert_aggregates_exact,
-    count_scores,
-    redis_buckets,
-    sql_buckets,
-    worker_env,
-)
 from typer.testing import CliRunner
 
 from moodwire.cli.app import app
@@ -33,6 +25,14 @@ from moodwire.replay.rescore import LOG_TOPIC, RescoreBusy, exclusive, rescore
 from moodwire.settings import Settings, get_settings
 from moodwire.sinks.redis_aggregates import ALL_BRANDS, RedisAggregates
 from moodwire.status import collect
+from support.pipeline import (
+    MOODWIRE,
+    assert_aggregates_exact,
+    count_scores,
+    redis_buckets,
+    sql_buckets,
+    worker_env,
+)
 
 from .conftest import N, source_of
 

@@ -9,7 +9,6 @@ Redis and Kafka sinks), for the API and the browser test.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 import uuid
@@ -26,12 +25,13 @@ import redis
 from sqlalchemy import text
 
 from moodwire.db.engine import make_engine
+from moodwire.model.data import default_data_dir as data_dir
 from moodwire.redis_client import connect
 from moodwire.settings import Settings
 from moodwire.sinks.redis_aggregates import Countable, RedisAggregates
 from moodwire.status import serving_model_version
+from support.settings import unique_settings
 
-REPO = Path(__file__).resolve().parents[1]
 # A fixed event-time origin, 2026-01-01 00:00 UTC: detection follows event time only.
 T0 = 1_767_225_600
 SOURCES = ("twitter", "reddit")
@@ -81,10 +81,6 @@ def clear_alerts(settings: Settings) -> None:
             conn.execute(text("DELETE FROM alerts"))
     finally:
         engine.dispose()
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("MOODWIRE_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
 def semeval_by_brand() -> dict[tuple[tuple[str, ...], str], list[str]]:
@@ -229,23 +225,7 @@ def module_settings(
     broker_url: str, database_url: str, redis_url: str, state_dir: Path, **overrides: Any
 ) -> Settings:
     """Settings like the per-test ``settings`` fixture, for a module that seeds once."""
-    from moodwire.topics import ensure_topics
-
-    suffix = uuid.uuid4().hex[:10]
-    settings = Settings(
-        state_dir=state_dir,
-        broker_url=broker_url,
-        database_url=database_url,
-        redis_url=redis_url,
-        topic_raw=f"moodwire.posts.raw.{suffix}",
-        topic_scored=f"moodwire.posts.scored.{suffix}",
-        topic_alerts=f"moodwire.alerts.{suffix}",
-        topic_dead_letters=f"moodwire.dead-letters.{suffix}",
-        consumer_group=f"moodwire-web-{suffix}",
-        **overrides,
-    )
-    ensure_topics(settings)
-    return settings
+    return unique_settings(broker_url, database_url, redis_url, state_dir, **overrides)
 
 
 def unseen_model(root: Path) -> Path:

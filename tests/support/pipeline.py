@@ -24,18 +24,14 @@ from sqlalchemy import text
 
 from moodwire.db.engine import make_engine
 from moodwire.model import artifact
+from moodwire.model.data import default_data_dir as data_dir
 from moodwire.redis_client import connect
 from moodwire.settings import Settings
 from moodwire.sinks.redis_aggregates import Bucket, RedisAggregates
 
-REPO = Path(__file__).resolve().parents[2]
 MOODWIRE = Path(sys.executable).with_name("moodwire")
 # Short sessions: a worker joins its group in about half the session timeout (broker.md).
 SESSION_TIMEOUT_S = 6.0
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("MOODWIRE_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
 def real_tweets(n: int) -> list[str]:
