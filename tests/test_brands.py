@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from moodwire.brands import Brand, BrandMatcher, BrandsFileError
@@ -151,7 +151,10 @@ _text = st.lists(
 ).map("".join)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(_brand, min_size=1, max_size=3, unique_by=lambda b: b.name), _text)
+# Found by this test: a shorter term inside a longer one, and a term starting inside one.
+@example([Brand("b1", "b1", ("ab",)), Brand("b2", "b2", ("ab", "ab c"))], "ab c")
+@example([Brand("b1", "b1", ("c d",)), Brand("b2", "b2", ("ab c",))], "ab c d")
 def test_matcher_agrees_with_reference(brands: list[Brand], text: str) -> None:
     assert BrandMatcher(brands).match(text) == _reference(brands, text)
