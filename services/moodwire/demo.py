@@ -1,7 +1,8 @@
 """``moodwire demo``: the whole pipeline on the local stack, watched live.
 
-Brings the stack up (``moodwire.stack.manager``), starts stream-processor workers and an
-ingest of the ``demo://`` feed as child processes, and redraws a summary every second
+Brings the stack up (``moodwire.stack.manager``), starts stream-processor workers, the
+alert detector, the live page (``moodwire web``) and an ingest of the ``demo://`` feed as
+child processes, and redraws a summary every second
 (posts/s, consumer lag, per-brand sentiment, from ``moodwire.status.collect``) until
 Ctrl-C or ``duration``. Then it stops what it started: ingest first (it flushes), the
 workers, and the local servers when the demo was the one that started them.
@@ -45,6 +46,7 @@ class DemoOptions:
     workers: int = 1
     seed: int | None = None
     keep_stack: bool = False
+    web: bool = True  # the live page (``moodwire web``) and the alert detector
 
 
 @dataclass
@@ -126,12 +128,18 @@ def _run(
     started_stack: bool,
 ) -> tuple[dict[str, Any], bool]:
     title = f"demo  ·  {url}  ·  {options.workers} worker{'s' * (options.workers > 1)}"
+    if options.web:
+        page = f"http://{settings.web_api_host}:{settings.web_api_port}/"
+        title += f"  ·  live page {page}"
     final: dict[str, Any] = {}
     stopped_stack = False
     try:
         try:
             for i in range(options.workers):
                 pipeline.start_worker(f"worker-{i + 1}")
+            if options.web:
+                pipeline.start_alerts()
+                pipeline.start_web(settings.web_api_host, settings.web_api_port)
             pipeline.start_ingest(url, "--quiet")
             deadline = None if options.duration is None else time.monotonic() + options.duration
             with Live(summary.render(title), console=console, refresh_per_second=4) as live:

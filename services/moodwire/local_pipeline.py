@@ -1,6 +1,7 @@
 """Run the pipeline's own processes (ingest, stream-processor workers) as children of this
 one, each logging to a file, and stop them in the order that loses nothing: ingest first
-(SIGINT: it flushes what it read), then the workers (SIGTERM: they finish their batch).
+(SIGINT: it flushes what it read), then the others: workers (SIGTERM: they finish their
+batch), the alert detector and the web page.
 
 Used by ``moodwire demo`` and ``bench/pipeline.py``; the servers themselves are the
 stack's business (``moodwire.stack``).
@@ -81,6 +82,14 @@ class LocalPipeline:
 
     def start_ingest(self, url: str, *args: str, name: str = "ingest") -> Child:
         return self._start(name, ["ingest", url, *args], None)
+
+    def start_alerts(self) -> Child:
+        """``moodwire alerts``: negative-spike detection over the live aggregates."""
+        return self._start("alerts", ["alerts"], None)
+
+    def start_web(self, host: str, port: int) -> Child:
+        """``moodwire web``: the live page."""
+        return self._start("web", ["web", "--host", host, "--port", str(port)], None)
 
     def exited(self) -> list[Child]:
         return [c for c in self.children if c.exited]

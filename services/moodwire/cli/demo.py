@@ -21,13 +21,16 @@ def demo(
     keep_stack: bool = typer.Option(
         False, "--keep-stack", help="Leave the local servers running at the end."
     ),
+    web: bool = typer.Option(
+        True, "--web/--no-web", help="Also run the live page and the negative-spike alerts."
+    ),
 ) -> None:
-    """Start the local stack, the demo feed and a processor; show live figures until Ctrl-C."""
+    """Start the local stack, the demo feed, a processor, alerts and the live page."""
     from moodwire.demo import DemoError, DemoOptions, run_demo
 
     console = Console()
     options = DemoOptions(
-        rate=rate, duration=duration, workers=workers, seed=seed, keep_stack=keep_stack
+        rate=rate, duration=duration, workers=workers, seed=seed, keep_stack=keep_stack, web=web
     )
     try:
         result = run_demo(get_settings(), options, console)
