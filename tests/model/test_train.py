@@ -17,7 +17,15 @@ from moodwire.model.text import Vocabulary
 from moodwire.model.train import Encoded, TrainConfig, train
 
 TINY = TrainConfig(
-    hidden=16, epochs=3, patience=3, max_train=4000, pretrained=False, batch_size=64, threads=2
+    hidden=16,
+    epochs=3,
+    patience=3,
+    max_train=4000,
+    pretrained=False,
+    batch_size=64,
+    threads=2,
+    lr=0.01,
+    embedding_lr=0.01,
 )
 
 

@@ -9,7 +9,9 @@ rows simply drop out (no padding is ever computed, and the result equals the unp
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +49,7 @@ class InferenceEngine:
         model_version: str,
         device: str = "cpu",
         batch_size: int = 512,
+        workers: int = 1,
     ) -> None:
         self.model_version = model_version
         self.device = device
@@ -62,6 +65,13 @@ class InferenceEngine:
         if vocab_size != len(self.vocab):
             raise ValueError(f"weights have {vocab_size} rows, vocab.txt has {len(self.vocab)}")
         self.hidden = three_h // 3
+        # tanh(a) = 2 * sigmoid(2a) - 1, and sigmoid is ~9x faster than tanh on this CPU
+        # build: pre-scale every input of the candidate gate n by 2 (exact up to rounding).
+        n_gate = slice(2 * self.hidden, None)
+        for name in ("gates_x", "w_hh", "b_hh"):
+            t[name] = t[name].clone()
+            t[name][..., n_gate] *= 2
+        gates_x = t["gates_x"]
         # One table for both directions: the backward direction's rows follow the forward's.
         self._table = gates_x.reshape(self.directions * vocab_size, three_h).contiguous()
         self._offsets = (torch.arange(self.directions) * vocab_size).view(-1, 1)
@@ -72,6 +82,12 @@ class InferenceEngine:
         self._inv_temperature = 1.0 / model.temperature
         self._dtype = dtype
         self._lock = threading.Lock()
+        self.workers = max(1, int(workers)) if device == "cpu" else 1
+        self._pool = (
+            ThreadPoolExecutor(self.workers, thread_name_prefix="moodwire-gru")
+            if self.workers > 1
+            else None
+        )
 
     @classmethod
     def load(
@@ -84,20 +100,26 @@ class InferenceEngine:
         settings = get_settings()
         model_dir = Path(path) if path is not None else settings.model_path
         threads = threads if threads is not None else settings.threads
-        if threads is not None:
-            torch.set_num_threads(threads)
+        workers = threads if threads is not None else (os.cpu_count() or 1)
+        device = pick_device(device)
+        if device == "cpu":
+            # Batches run side by side, one core each (see _predict_chunk), so torch itself
+            # runs single-threaded: its per-op thread hand-offs cost more than these small
+            # ops, and collapse when another process holds one of the cores.
+            torch.set_num_threads(1)
         engine = cls(
             artifact.load(model_dir),
             model_version=artifact.model_version(model_dir),
-            device=pick_device(device),
+            device=device,
             batch_size=batch_size,
+            workers=workers,
         )
         log.info(
             "model loaded",
             extra={
                 "model_version": engine.model_version,
                 "device": engine.device,
-                "threads": torch.get_num_threads(),
+                "workers": engine.workers,
                 "hidden": engine.hidden,
                 "directions": engine.directions,
             },
@@ -108,7 +130,7 @@ class InferenceEngine:
         """[p_neg, p_neu, p_pos] per text, in input order. Any string is accepted."""
         n = len(texts)
         out = np.empty((n, 3), dtype=np.float32)
-        with self._lock, torch.inference_mode():
+        with self._lock:
             for lo in range(0, n, _TOKENIZE_CHUNK):
                 chunk = [t if isinstance(t, str) else "" for t in texts[lo : lo + _TOKENIZE_CHUNK]]
                 out[lo : lo + len(chunk)] = self._predict_chunk(chunk)
@@ -119,9 +141,16 @@ class InferenceEngine:
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
         order = np.argsort(-lengths, kind="stable")
         probs = np.empty((len(texts), 3), dtype=np.float32)
-        for lo in range(0, len(texts), self.batch_size):
-            rows = order[lo : lo + self.batch_size]
-            probs[rows] = self._forward(ids, starts[rows], lengths[rows])
+        batches = [order[lo : lo + self.batch_size] for lo in range(0, len(texts), self.batch_size)]
+
+        def run(rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+            with torch.inference_mode():  # thread-local: set in the worker itself
+                return self._forward(ids, starts[rows], lengths[rows])
+
+        # torch releases the GIL inside every op, so batches on different workers overlap.
+        results = self._pool.map(run, batches) if self._pool and len(batches) > 1 else map(run, batches)
+        for rows, result in zip(batches, results, strict=True):
+            probs[rows] = result
         return probs
 
     def _forward(
@@ -152,10 +181,12 @@ class InferenceEngine:
             k = active[t]
             if k < h.shape[1]:
                 h = h[:, :k]
-            x = self._table[index[t, :, :k]]  # [D, k, 3H]: a fresh tensor, updated in place
+            # [D, k, 3H]: a fresh tensor, updated in place
+            x = torch.nn.functional.embedding(index[t, :, :k], self._table)
             g = torch.baddbmm(self._b_hh, h, self._w_hh)
             rz = x[..., : 2 * h_dim].add_(g[..., : 2 * h_dim]).sigmoid_()
-            n = x[..., 2 * h_dim :].addcmul_(rz[..., :h_dim], g[..., 2 * h_dim :]).tanh_()
+            n = x[..., 2 * h_dim :].addcmul_(rz[..., :h_dim], g[..., 2 * h_dim :]).sigmoid_()
+            n.mul_(2.0).sub_(1.0)  # = tanh of the unscaled pre-activation
             # h' = (1 - z) * n + z * h, in one op
             h = torch.lerp(n, h, rz[..., h_dim:], out=states[t, :, :k])
         lens = torch.from_numpy(lengths).to(device=dev, dtype=dt)[None, :, None]

@@ -35,13 +35,15 @@ _ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _MENTION = re.compile(r"@\w+")
 _URL = re.compile(r"(?:https?://|www\.)\S*")
-_ELONGATION = re.compile(r"([^\n])\1{2,}")
+_ELONGATION = re.compile(r"(.)\1{2,}")
+# Words first: they are most tokens, and the order of alternatives is the cost per token.
 _TOKEN = re.compile(
-    r"\n"
+    r"[^\W_]+(?:'[a-z]+)?"
+    r"|\n"
     r"|@user"
     r"|<3"
-    r"|[:;=x8][-o^']?[()\[\]dpo3/\\|*$@]+(?![a-z])"
-    r"|[^\W_]+(?:'[a-z]+)?"
+    r"|[:;=][-o^']?[()\[\]dpo3/\\|*$@]+(?![a-z])"
+    r"|!+|\?+|\.+"
     r"|[^\w\s]"
 )
 
@@ -180,7 +182,7 @@ def normalise_batch(texts: Sequence[str]) -> str:
         blob = _MENTION.sub("@user", blob)
     if "http" in blob or "www." in blob:
         blob = _URL.sub(" ", blob)
-    return _ELONGATION.sub(r"\1\1", blob)
+    return blob
 
 
 def split_batch(texts: Sequence[str]) -> list[list[str]]:
@@ -192,8 +194,13 @@ def split_batch(texts: Sequence[str]) -> list[list[str]]:
         if token == "\n":
             out.append([])
         else:
-            out[-1].append(token)
+            out[-1].append(collapse(token))
     return out
+
+
+def collapse(token: str) -> str:
+    """Elongations capped at two repeats: ``sooooo`` -> ``soo``, ``!!!!`` -> ``!!``."""
+    return _ELONGATION.sub(r"\1\1", token) if len(token) > 2 else token
 
 
 def tokenize(text: str) -> list[str]:
@@ -227,9 +234,20 @@ class Vocabulary:
 
     def pieces(self, word: str) -> tuple[int, ...]:
         """Greedy longest-match split of an unknown word; ``(<unk>,)`` when impossible."""
-        cached = self._pieces_cache.get(word)
+        key = word
+        cached = self._pieces_cache.get(key)
         if cached is not None:
             return cached
+        if len(self._pieces_cache) >= self._CACHE_LIMIT:
+            self._pieces_cache.clear()
+        # Elongations are collapsed here, on the few unknown tokens, not on every text.
+        short = collapse(word)
+        known = self.index.get(short)
+        if known is not None or not self.subwords:
+            result: tuple[int, ...] = (known if known is not None else 1,)
+            self._pieces_cache[key] = result
+            return result
+        word = short
         index, out, start, n = self.index, [], 0, len(word)
         while start < n and n <= 40:
             for end in range(n, start, -1):
@@ -242,9 +260,7 @@ class Vocabulary:
             else:
                 break
         result = tuple(out) if out and start == n else (1,)
-        if len(self._pieces_cache) >= self._CACHE_LIMIT:
-            self._pieces_cache.clear()
-        self._pieces_cache[word] = result
+        self._pieces_cache[key] = result
         return result
 
     def encode(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -272,10 +288,10 @@ class Vocabulary:
     def _expand_unknown(
         self, ids: npt.NDArray[np.int64], unknown: npt.NDArray[np.int64], tokens: list[str]
     ) -> npt.NDArray[np.int64]:
-        if not self.subwords:
-            ids[unknown] = 1
-            return ids
         split = [self.pieces(tokens[i]) for i in unknown]
+        if not self.subwords:
+            ids[unknown] = [p[0] for p in split]
+            return ids
         counts = np.ones(len(ids), dtype=np.int64)
         counts[unknown] = [len(p) for p in split]
         out = np.repeat(ids, counts)
