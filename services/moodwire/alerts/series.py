@@ -9,33 +9,17 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 import redis
 
-from moodwire.sinks.redis_aggregates import ALL_BRANDS, Bucket
+from moodwire.sinks.redis_aggregates import ALL_BRANDS, Bucket, as_text, bucket_from_hash
 
 MINUTE = 60
 EMPTY = Bucket(n=0, neg=0, neu=0, pos=0, score_sum=0.0)
 
 # brand -> minute (epoch second) -> counts
 Series = dict[str, dict[int, Bucket]]
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def as_bucket(raw: Mapping[Any, Any]) -> Bucket:
-    values = {_text(k): _text(v) for k, v in raw.items()}
-    return Bucket(
-        n=int(values.get("n", 0)),
-        neg=int(values.get("neg", 0)),
-        neu=int(values.get("neu", 0)),
-        pos=int(values.get("pos", 0)),
-        score_sum=float(values.get("score_sum", 0.0)),
-    )
 
 
 def add(a: Bucket, b: Bucket) -> Bucket:
@@ -51,11 +35,11 @@ def total(buckets: Iterable[Bucket]) -> Bucket:
 
 def brands(client: redis.Redis, model_version: str) -> list[str]:
     """Every aggregate brand of the version, ``*`` and ``(none)`` included."""
-    return sorted(_text(b) for b in client.smembers(f"mw:brands:{model_version}"))
+    return sorted(as_text(b) for b in client.smembers(f"mw:brands:{model_version}"))
 
 
 def sources(client: redis.Redis, model_version: str) -> list[str]:
-    return sorted(_text(s) for s in client.smembers(f"mw:sources:{model_version}"))
+    return sorted(as_text(s) for s in client.smembers(f"mw:sources:{model_version}"))
 
 
 def newest_minute(
@@ -69,7 +53,7 @@ def newest_minute(
     pipe = client.pipeline(transaction=False)
     for source in sources(client, model_version):
         pipe.zrevrange(f"mw:minutes:{model_version}:{ALL_BRANDS}:{source}", 0, 0)
-    newest = [int(_text(top[0])) for top in pipe.execute() if top]
+    newest = [int(as_text(top[0])) for top in pipe.execute() if top]
     if not newest:
         return None
     clock = int(time.time() if now is None else now) // MINUTE * MINUTE
@@ -95,7 +79,7 @@ def read_minutes(
     keys: list[tuple[str, int, str]] = []
     for (brand, src), minutes in zip(pairs, pipe.execute(), strict=True):
         for minute in minutes:
-            m = int(_text(minute))
+            m = int(as_text(minute))
             keys.append((brand, m, f"mw:agg:{model_version}:{brand}:{src}:{m}"))
     pipe = client.pipeline(transaction=False)
     for _, _, key in keys:
@@ -103,7 +87,7 @@ def read_minutes(
     out: Series = defaultdict(dict)
     for (brand, minute, _), raw in zip(keys, pipe.execute(), strict=True):
         series = out[brand]
-        series[minute] = add(series.get(minute, EMPTY), as_bucket(raw))
+        series[minute] = add(series.get(minute, EMPTY), bucket_from_hash(raw))
     for brand in wanted:
         out.setdefault(brand, {})
     return dict(out)

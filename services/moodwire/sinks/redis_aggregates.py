@@ -30,7 +30,7 @@ Redis Cluster).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,16 +185,16 @@ class RedisAggregates:
 
     def totals(self, model_version: str) -> dict[str, Bucket]:
         """Per-brand totals since the start (``*`` = all posts once, ``(none)`` = no brand)."""
-        brands = sorted(_text(b) for b in self._client.smembers(f"mw:brands:{model_version}"))
+        brands = sorted(as_text(b) for b in self._client.smembers(f"mw:brands:{model_version}"))
         pipe = self._client.pipeline(transaction=False)
         for brand in brands:
             pipe.hgetall(f"mw:totals:{model_version}:{brand}")
-        return {b: _bucket(h) for b, h in zip(brands, pipe.execute(), strict=True)}
+        return {b: bucket_from_hash(h) for b, h in zip(brands, pipe.execute(), strict=True)}
 
     def buckets(self, model_version: str) -> dict[tuple[str, str, int], Bucket]:
         """Every (brand, source, minute) bucket: for tests and exports, not for hot paths."""
         prefix = f"mw:agg:{model_version}:"
-        keys = [_text(k) for k in self._client.scan_iter(match=prefix + "*", count=1000)]
+        keys = [as_text(k) for k in self._client.scan_iter(match=prefix + "*", count=1000)]
         pipe = self._client.pipeline(transaction=False)
         for key in keys:
             pipe.hgetall(key)
@@ -203,20 +203,22 @@ class RedisAggregates:
             # Brand ids never contain ':' (brands.py), minutes never do; sources may.
             brand, rest = key[len(prefix) :].split(":", 1)
             source, minute = rest.rsplit(":", 1)
-            out[(brand, source, int(minute))] = _bucket(raw)
+            out[(brand, source, int(minute))] = bucket_from_hash(raw)
         return out
 
     def watermarks(self, model_version: str, topic: str) -> dict[int, int]:
         raw = self._client.hgetall(f"mw:wm:{model_version}:{topic}")
-        return {int(_text(k)): int(_text(v)) for k, v in raw.items()}
+        return {int(as_text(k)): int(as_text(v)) for k, v in raw.items()}
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply as str, whether the client decodes responses or not."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _bucket(raw: dict[Any, Any]) -> Bucket:
-    values = {_text(k): _text(v) for k, v in raw.items()}
+def bucket_from_hash(raw: Mapping[Any, Any]) -> Bucket:
+    """A bucket from the ``HGETALL`` of an aggregate hash (missing fields are zero)."""
+    values = {as_text(k): as_text(v) for k, v in raw.items()}
     return Bucket(
         n=int(values.get("n", 0)),
         neg=int(values.get("neg", 0)),
