@@ -75,3 +75,17 @@ def test_cli_files_and_exit_codes(tmp_path: Path) -> None:
     assert orjson.loads(piped.stdout)["text"] == "what a great game"
     missing = _cli("--input", str(tmp_path / "nope.jsonl"))
     assert missing.returncode != 0 and b"cannot read" in missing.stderr
+
+
+def test_fields_orjson_cannot_hold_come_back_unchanged(engine: InferenceEngine) -> None:
+    import json
+
+    lines = [
+        b'{"id": 123456789012345678901234567890, "text": "great", "x": 1.5}',
+        b'{"text": "lone \\ud800 surrogate", "id": 2}',
+    ]
+    out = io.BytesIO()
+    classify_lines(lines, out.write, engine)
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert rows[0]["id"] == 123456789012345678901234567890 and rows[0]["x"] == 1.5
+    assert rows[1]["text"] == "lone \ud800 surrogate" and "sentiment" in rows[1]

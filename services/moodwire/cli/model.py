@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -52,13 +52,17 @@ def train(
         "models/moodwire-gru"
     ),
     epochs: Annotated[
-        int, typer.Option(help="Most epochs (early stopping on val macro-recall).")
-    ] = 6,
-    hidden: Annotated[int, typer.Option(help="GRU hidden size per direction.")] = 64,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 13,
+        int | None, typer.Option(help="Most epochs (early stopping on val macro-recall).")
+    ] = None,
+    hidden: Annotated[int | None, typer.Option(help="GRU hidden size per direction.")] = None,
+    bidirectional: Annotated[
+        bool | None, typer.Option("--bidirectional/--forward", help="GRU directions.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     max_train: Annotated[
         int | None, typer.Option(help="Train on a random slice (quick runs).")
     ] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads for training.")] = None,
 ) -> None:
     """Train on TweetEval train, select on val, save the folded model and its card."""
     from dataclasses import replace
@@ -66,7 +70,15 @@ def train(
     from moodwire.model.train import TrainConfig
     from moodwire.model.train import train as run_training
 
-    config = replace(TrainConfig(), epochs=epochs, hidden=hidden, seed=seed, max_train=max_train)
+    given: dict[str, Any] = {
+        "epochs": epochs,
+        "hidden": hidden,
+        "bidirectional": bidirectional,
+        "seed": seed,
+        "max_train": max_train,
+        "threads": threads,
+    }
+    config = replace(TrainConfig(), **{k: v for k, v in given.items() if v is not None})
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -103,7 +115,8 @@ def evaluate(
             f"[bold]{name}[/bold] ({r.n}): macro-recall {r.macro_recall:.4f}  "
             f"accuracy {r.accuracy:.4f}  macro-F1 {r.macro_f1:.4f}  ECE {r.ece:.4f}"
         )
-        table = Table("class", "precision", "recall", "F1", "support", *[f"-> {x}" for x in LABELS])
+        predicted = [f"-> {x[:3]}" for x in LABELS]
+        table = Table("class", "precision", "recall", "F1", "support", *predicted)
         for i, label in enumerate(LABELS):
             table.add_row(
                 label,

@@ -61,11 +61,18 @@ def load(model_dir: Path) -> Artifact:
     return Artifact(tensors, vocab, config)
 
 
+# The config keys that change a score; the rest (history, timings) is documentation.
+SERVING_KEYS = ("name", "semver", "temperature", "subwords")
+
+
 def model_version(model_dir: Path) -> str:
-    """``<name>-<semver>+<8 hex>``: the hash covers everything that changes a score."""
-    digest = hashlib.sha256()
-    for name in (WEIGHTS, VOCAB, CONFIG):
-        digest.update((model_dir / name).read_bytes())
+    """``<name>-<semver>+<8 hex>``: a content hash of everything that changes a score, so
+    a bit-identical retraining gets the same version."""
     config = json.loads((model_dir / CONFIG).read_text())
+    digest = hashlib.sha256()
+    for name in (WEIGHTS, VOCAB):
+        digest.update((model_dir / name).read_bytes())
+    serving = {k: config.get(k) for k in SERVING_KEYS}
+    digest.update(json.dumps(serving, sort_keys=True).encode())
     name = config.get("name", MODEL_NAME)
     return f"{name}-{config.get('semver', MODEL_SEMVER)}+{digest.hexdigest()[:8]}"

@@ -9,6 +9,7 @@ Blank lines are skipped.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -21,6 +22,9 @@ import orjson
 from moodwire.model.engine import LABELS
 
 MAX_ERROR_INPUT = 200  # characters of an unparseable line echoed back in its error record
+# orjson reads integers beyond 64 bits as floats; such lines go through the stdlib parser so
+# that every field comes back unchanged.
+_BIG_INT = re.compile(rb"\d{19,}")
 
 
 class Scorer(Protocol):
@@ -54,6 +58,8 @@ def score_fields(probs: npt.NDArray[np.float32], model_version: str) -> list[dic
 def _parse(line: bytes, number: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(post, None) for a good line, (None, error record) for a bad one."""
     try:
+        if _BIG_INT.search(line):
+            raise orjson.JSONDecodeError("big integer", "", 0)
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
         try:  # orjson rejects a few things the JSON grammar allows (NaN, 65-bit ints)
@@ -72,8 +78,8 @@ def _parse(line: bytes, number: int) -> tuple[dict[str, Any] | None, dict[str, A
 def _dump(obj: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(obj) + b"\n"
-    except TypeError:  # e.g. integers beyond 64 bits
-        return json.dumps(obj, ensure_ascii=False).encode("utf-8", "replace") + b"\n"
+    except TypeError:  # integers beyond 64 bits, lone surrogates: escaped, kept exactly
+        return json.dumps(obj, ensure_ascii=True).encode("ascii") + b"\n"
 
 
 def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
