@@ -13,8 +13,9 @@ from typing import Any
 
 import orjson
 
+from moodwire.model.labels import LABELS
+
 SCHEMA_VERSION = 1
-LABELS = ("negative", "neutral", "positive")
 DEFAULT_MAX_TEXT_CHARS = 20_000
 _MAX_KEY_CHARS = 256
 _OPTIONAL_STR = ("author", "url", "lang")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moodwire.model.engine import LABELS, InferenceEngine
+from moodwire.model.engine import InferenceEngine
+from moodwire.model.labels import LABELS
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from moodwire.db import tables
-from moodwire.records import LABELS
+from moodwire.model.labels import LABELS
 from moodwire.sinks.redis_aggregates import NO_BRAND
 
 

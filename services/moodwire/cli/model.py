@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from moodwire.model.engine import LABELS
+from moodwire.model.labels import LABELS
 
 console = Console(stderr=True)
 

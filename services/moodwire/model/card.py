@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from moodwire.model import artifact
-from moodwire.model.engine import LABELS
+from moodwire.model.labels import LABELS
 
 BEGIN = "<!-- numbers:begin (written by `moodwire model eval`; edits here are overwritten) -->"
 END = "<!-- numbers:end -->"

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from moodwire.model.engine import LABELS
+from moodwire.model.labels import LABELS
 
 MAX_ERROR_INPUT = 200  # characters of an unparseable line echoed back in its error record
 # orjson reads integers beyond 64 bits as floats; such lines go through the stdlib parser so

@@ -25,7 +25,6 @@ from moodwire.model import artifact
 from moodwire.model.text import Vocabulary
 from moodwire.settings import get_settings
 
-LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
 # Texts tokenized together (and sorted by length together); bounds the memory of one call.
 _TOKENIZE_CHUNK = 8192
 
