@@ -65,8 +65,8 @@ def test_match_rules(matcher: BrandMatcher, text: str, expected: tuple[str, ...]
 
 def test_brand_names_and_display(matcher: BrandMatcher) -> None:
     assert matcher.brands == ("apple", "google", "phones")
-    assert matcher.display_name("apple") == "Apple Inc."
-    assert matcher.display_name("google") == "google"
+    assert matcher.display_names["apple"] == "Apple Inc."
+    assert matcher.display_names["google"] == "google"
 
 
 def test_bundled_demo_brands_load_and_match() -> None:

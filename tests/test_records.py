@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from moodwire.records import (
+    MAX_METADATA_DEPTH,
     DeadLetter,
     InvalidRecord,
     Post,
@@ -38,7 +39,8 @@ GOOD = {
 }
 
 # NUL is refused (PostgreSQL cannot store it in text); every other character round-trips.
-chars = st.characters(exclude_characters="\x00")
+# Lone surrogates (category Cs) are not text UTF-8 can carry; the codec refuses them too.
+chars = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))
 texts = st.text(chars, min_size=1, max_size=300).filter(lambda t: t.strip() != "")
 keys = st.text(chars, min_size=1, max_size=40).filter(lambda t: t.strip() != "")
 stamps = st.datetimes(
@@ -85,6 +87,7 @@ def test_offsets_are_kept() -> None:
         (orjson.dumps({**GOOD, "lang": 3}), "'lang' must be a string"),
         (orjson.dumps({**GOOD, "metadata": [1]}), "'metadata' must be an object"),
         (orjson.dumps({**GOOD, "schema_version": 2}), "unsupported schema_version 2"),
+        (orjson.dumps({**GOOD, "schema_version": True}), "unsupported schema_version True"),
         (orjson.dumps({**GOOD, "text": "a\x00b"}), "NUL"),
     ],
 )
@@ -94,8 +97,58 @@ def test_bad_input_is_refused_with_its_reason(payload: bytes, reason: str) -> No
     assert reason in info.value.reason
 
 
+def _nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": "x"}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("metadata", "reason"),
+    [
+        ({"k": ["ok", {"deep": "a\x00b"}]}, "'metadata' contains U+0000"),
+        ({"a\x00": 1}, "'metadata' contains U+0000"),
+        # Deeper than orjson encodes (254) would fail the sink's whole batch; deeper than
+        # the interpreter recurses must not crash the check itself.
+        (_nested(MAX_METADATA_DEPTH + 1), f"nested deeper than {MAX_METADATA_DEPTH}"),
+        (900, f"nested deeper than {MAX_METADATA_DEPTH}"),
+    ],
+)
+def test_metadata_the_sinks_cannot_write_is_refused(
+    metadata: dict[str, object] | int, reason: str
+) -> None:
+    if isinstance(metadata, int):
+        # Too deep for orjson to encode: written by hand (orjson decodes up to 1024).
+        inner = b'{"a":' * metadata + b"1" + b"}" * metadata
+        payload = orjson.dumps(GOOD)[:-1] + b',"metadata":' + inner + b"}"
+    else:
+        payload = orjson.dumps({**GOOD, "metadata": metadata})
+    with pytest.raises(InvalidRecord) as info:
+        decode_post(payload)
+    assert reason in info.value.reason
+
+
+def test_metadata_with_a_literal_backslash_u0000_is_kept() -> None:
+    # Six characters, no NUL: the JSON text holds "\\u0000", which contains "\u0000".
+    metadata = {"path": "C:\\u0000", "n": _nested(MAX_METADATA_DEPTH - 1)}
+    post = decode_post(orjson.dumps({**GOOD, "metadata": metadata}))
+    assert post.metadata == metadata
+
+
+def test_a_post_built_in_code_with_a_lone_surrogate_is_refused_when_encoded() -> None:
+    post = Post(id="1", source="s", text="a \ud800 b", created_at=datetime(2024, 1, 1, tzinfo=UTC))
+    with pytest.raises(InvalidRecord, match="cannot encode as JSON"):
+        encode_post(post)
+
+
 def test_schema_and_codec_agree_on_refusals() -> None:
-    for bad in ({**GOOD, "text": ""}, {**GOOD, "created_at": 5}, {"id": "1"}):
+    for bad in (
+        {**GOOD, "text": ""},
+        {**GOOD, "created_at": 5},
+        {"id": "1"},
+        {**GOOD, "schema_version": True},
+    ):
         assert not VALIDATOR.is_valid(bad)
         with pytest.raises(InvalidRecord):
             decode_post(orjson.dumps(bad))

@@ -74,6 +74,22 @@ def test_collect_reports_posts_scores_aggregates_and_brands(
     assert apple["negative"] + apple["neutral"] + apple["positive"] == 2
 
 
+def test_collect_uses_the_callers_connections_and_leaves_them_open(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    write_scored(settings, redis_client, [("apple",)])
+    engine = make_engine(settings, pool_size=1, max_overflow=0)
+    try:
+        shared = collect(settings, engine=engine, client=redis_client)
+        assert shared == collect(settings) and shared["errors"] == []
+        assert shared["aggregate_total"] == 1
+        # Still usable: collect returned its connection to the pool and closed nothing.
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert collect(settings, engine=engine, client=redis_client) == shared
+    finally:
+        engine.dispose()
+
+
 def test_collect_names_an_unreachable_server_instead_of_failing(settings: Settings) -> None:
     down = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
     figures = collect(down)

@@ -133,11 +133,10 @@ class BrandMatcher:
     def definitions(self) -> tuple[Brand, ...]:
         return self._brands
 
-    def display_name(self, name: str) -> str:
-        for brand in self._brands:
-            if brand.name == name:
-                return brand.display
-        raise KeyError(name)
+    @property
+    def display_names(self) -> dict[str, str]:
+        """Brand name -> how to show it (``display``, else the name)."""
+        return {b.name: b.display for b in self._brands}
 
     def match(self, text: str) -> tuple[str, ...]:
         """Sorted names of the brands ``text`` mentions; ``()`` when none."""

@@ -101,12 +101,12 @@ def _say(console: Console, message: str) -> None:
 
 
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> DemoResult:
+    # Before the stack: a bad brands file must not leave servers running behind an error.
+    summary = LiveSummary(BrandMatcher.from_settings(settings).display_names)
     settings, started_stack = start_stack(settings)
     log_dir = settings.state_dir / "logs" / "demo"
     pipeline = LocalPipeline(settings, log_dir)
     probe = LagProbe(settings)
-    matcher = BrandMatcher.from_settings(settings)
-    summary = LiveSummary({b.name: b.display for b in matcher.definitions})
     url = feed_url(options)
     # SIGTERM and a closed terminal (SIGHUP) stop the demo like Ctrl-C does: the children
     # run in their own sessions and would otherwise outlive it.

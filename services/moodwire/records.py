@@ -18,6 +18,7 @@ from moodwire.model.labels import LABELS
 SCHEMA_VERSION = 1
 DEFAULT_MAX_TEXT_CHARS = 20_000
 _MAX_KEY_CHARS = 256
+MAX_METADATA_DEPTH = 64
 _OPTIONAL_STR = ("author", "url", "lang")
 
 
@@ -113,7 +114,8 @@ def post_from_dict(obj: Any, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) ->
     if not isinstance(obj, dict):
         raise InvalidRecord(f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
+    # True == 1 in Python, but JSON's true is no version (the schema refuses it too).
+    if version != SCHEMA_VERSION or isinstance(version, bool):
         raise InvalidRecord(f"unsupported schema_version {version!r} (expected {SCHEMA_VERSION})")
     missing = [k for k in ("id", "source", "text", "created_at") if obj.get(k) is None]
     if missing:
@@ -153,8 +155,8 @@ def post_from_dict(obj: Any, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) ->
     # retry that batch forever.
     if any("\x00" in v for v in (post_id, source, text, *optional.values()) if v):
         raise InvalidRecord("a text field contains U+0000 (NUL)")
-    if metadata is not None and b"\\u0000" in orjson.dumps(metadata):
-        raise InvalidRecord("field 'metadata' contains U+0000 (NUL)")
+    if metadata is not None:
+        _check_metadata(metadata)
 
     return Post(
         id=post_id,
@@ -166,6 +168,30 @@ def post_from_dict(obj: Any, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) ->
         lang=optional["lang"],
         metadata=metadata,
     )
+
+
+def _check_metadata(metadata: dict[str, Any]) -> None:
+    """Refuse metadata that the sinks could not write.
+
+    PostgreSQL JSONB cannot hold U+0000, and orjson (which encodes metadata for the sinks
+    and the scored topic) stops at 254 levels of nesting; either would fail a whole batch
+    downstream instead of this one record here. An iterative walk rather than a search of
+    the encoded JSON: that would also hit a literal backslash before "u0000".
+    """
+    stack: list[tuple[Any, int]] = [(metadata, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_METADATA_DEPTH and isinstance(value, dict | list):
+            raise InvalidRecord(f"field 'metadata' is nested deeper than {MAX_METADATA_DEPTH}")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and "\x00" in key:
+                    raise InvalidRecord("field 'metadata' contains U+0000 (NUL)")
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and "\x00" in value:
+            raise InvalidRecord("field 'metadata' contains U+0000 (NUL)")
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -199,7 +225,12 @@ def post_to_dict(post: Post) -> dict[str, Any]:
 
 
 def encode_post(post: Post) -> bytes:
-    return orjson.dumps(post_to_dict(post))
+    """The post as ``post.v1`` JSON; InvalidRecord when a string cannot be UTF-8 (a lone
+    surrogate, which only a connector that builds posts in code can produce)."""
+    try:
+        return orjson.dumps(post_to_dict(post))
+    except orjson.JSONEncodeError as exc:
+        raise InvalidRecord(f"cannot encode as JSON: {exc}") from None
 
 
 # --- scored posts ----------------------------------------------------------------------

@@ -13,13 +13,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # services/moodwire/settings.py -> repo root (editable install); the shipped model lives there.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "moodwire-gru"
 STACK_FILE_NAME = "stack.json"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def default_state_dir() -> Path:
@@ -203,11 +204,32 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="Log level.")
     log_format: Literal["console", "json"] = Field(default="console", description="Log format.")
 
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg2_driver(cls, value: str | None) -> str | None:
+        # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which moodwire does not
+        # install; the plain URL most tools hand out must still work.
+        if value is not None:
+            for bare in ("postgresql://", "postgres://"):
+                if value.startswith(bare):
+                    return "postgresql+psycopg2://" + value[len(bare) :]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        # Checked here, not when logging is configured: a typo is then a settings error
+        # naming the variable, like every other bad value.
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
     @property
     def bootstrap_servers(self) -> list[str]:
         """``host:port`` entries of the broker URL, for kafka-python and aiokafka."""
-        url = self.require("broker_url")
-        return [part.split("://", 1)[-1] for part in url.split(",") if part.strip()]
+        url = self.require("broker_url").replace(";", ",")
+        return [part.strip().split("://", 1)[-1] for part in url.split(",") if part.strip()]
 
     @property
     def faust_broker(self) -> str:
@@ -251,6 +273,17 @@ class Settings(BaseSettings):
 
 class MissingServerError(RuntimeError):
     pass
+
+
+def invalid_settings(err: ValidationError) -> list[str]:
+    """One line per bad value, naming the environment variable to fix."""
+    lines = []
+    for error in err.errors():
+        name = "MOODWIRE_" + "_".join(str(part) for part in error["loc"]).upper()
+        got = error.get("input")
+        shown = f" (got {got!r})" if isinstance(got, str | int | float) else ""
+        lines.append(f"{name}: {error['msg']}{shown}")
+    return lines
 
 
 @lru_cache(maxsize=1)

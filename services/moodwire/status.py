@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+import redis
+from sqlalchemy import Engine, func, select
 
 from moodwire.db import tables
 from moodwire.db.engine import make_engine
@@ -44,28 +45,24 @@ def _brand_summary(bucket: Bucket) -> dict[str, Any]:
     }
 
 
-def _postgres_figures(settings: Settings, version: str | None) -> dict[str, Any]:
-    engine = make_engine(settings, pool_size=1, max_overflow=0)
-    try:
-        with engine.connect() as conn:
-            posts = conn.scalar(select(func.count()).select_from(tables.Post))
-            scored = (
-                conn.scalar(
-                    select(func.count())
-                    .select_from(tables.Score)
-                    .where(tables.Score.model_version == version)
-                )
-                if version
-                else None
+def _postgres_figures(engine: Engine, version: str | None) -> dict[str, Any]:
+    with engine.connect() as conn:
+        posts = conn.scalar(select(func.count()).select_from(tables.Post))
+        scored = (
+            conn.scalar(
+                select(func.count())
+                .select_from(tables.Score)
+                .where(tables.Score.model_version == version)
             )
-            by_stage = {
-                str(stage): int(n)
-                for stage, n in conn.execute(
-                    select(tables.DeadLetter.stage, func.count()).group_by(tables.DeadLetter.stage)
-                )
-            }
-    finally:
-        engine.dispose()
+            if version
+            else None
+        )
+        by_stage = {
+            str(stage): int(n)
+            for stage, n in conn.execute(
+                select(tables.DeadLetter.stage, func.count()).group_by(tables.DeadLetter.stage)
+            )
+        }
     return {
         "posts": int(posts or 0),
         "scored": None if scored is None else int(scored),
@@ -74,14 +71,10 @@ def _postgres_figures(settings: Settings, version: str | None) -> dict[str, Any]
     }
 
 
-def _redis_figures(settings: Settings, version: str | None) -> dict[str, Any]:
+def _redis_figures(client: redis.Redis, version: str | None) -> dict[str, Any]:
     if version is None:
         return {"aggregate_total": None, "brands": {}}
-    client = connect(settings)
-    try:
-        totals = RedisAggregates(client).totals(version)
-    finally:
-        client.close()
+    totals = RedisAggregates(client).totals(version)
     everything = totals.get(ALL_BRANDS)
     return {
         "aggregate_total": everything.n if everything else 0,
@@ -89,8 +82,37 @@ def _redis_figures(settings: Settings, version: str | None) -> dict[str, Any]:
     }
 
 
-def collect(settings: Settings, model_version: str | None = None) -> dict[str, Any]:
-    """The figures of ``model_version`` (default: the serving model's, from its files)."""
+def collect(
+    settings: Settings,
+    model_version: str | None = None,
+    *,
+    engine: Engine | None = None,
+    client: redis.Redis | None = None,
+) -> dict[str, Any]:
+    """The figures of ``model_version`` (default: the serving model's, from its files).
+
+    A caller that polls (the web page) passes its own ``engine`` and Redis ``client``;
+    otherwise a connection to each is opened for this call and closed before it returns.
+    """
+
+    def postgres() -> dict[str, Any]:
+        if engine is not None:
+            return _postgres_figures(engine, version)
+        own = make_engine(settings, pool_size=1, max_overflow=0)
+        try:
+            return _postgres_figures(own, version)
+        finally:
+            own.dispose()
+
+    def redis_() -> dict[str, Any]:
+        if client is not None:
+            return _redis_figures(client, version)
+        own = connect(settings)
+        try:
+            return _redis_figures(own, version)
+        finally:
+            own.close()
+
     version = model_version or serving_model_version(settings.model_path)
     out: dict[str, Any] = {
         "model_version": version,
@@ -104,9 +126,9 @@ def collect(settings: Settings, model_version: str | None = None) -> dict[str, A
     }
     if version is None:
         out["errors"].append(f"model: no readable model at {settings.model_path}")
-    for name, read in (("postgres", _postgres_figures), ("redis", _redis_figures)):
+    for name, read in (("postgres", postgres), ("redis", redis_)):
         try:
-            out.update(read(settings, version))
+            out.update(read())
         except Exception as exc:  # a down server is a figure we cannot show, not a crash
             out["errors"].append(f"{name}: {type(exc).__name__}: {str(exc).strip()[:200]}")
     return out

@@ -106,3 +106,27 @@ def test_no_aggregates_yet(
 ) -> None:
     report = runner.run_once()
     assert report.watermark is None and report.spikes == []
+
+
+def test_single_pass_with_redis_down_fails_in_one_line(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from moodwire.cli.app import app
+    from moodwire.settings import get_settings
+    from moodwire.stack.ports import free_port
+
+    # Nothing listens there: the pass cannot read the aggregates.
+    monkeypatch.setenv("MOODWIRE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setenv("MOODWIRE_DATABASE_URL", settings.require("database_url"))
+    monkeypatch.setenv("MOODWIRE_BROKER_URL", settings.require("broker_url"))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["alerts", "--once"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "error: alert pass failed: ConnectionError" in result.output
+    assert "Traceback" not in result.output

@@ -67,6 +67,28 @@ def test_gzip_and_format_option(tmp_path: Path) -> None:
     assert isinstance(post, Post) and (post.id, post.text) == ("1", "hi @apple")
 
 
+def test_corrupt_gzip_is_a_one_line_error_after_the_good_records(tmp_path: Path) -> None:
+    body = b"".join(orjson.dumps({**GOOD, "id": str(i)}) + b"\n" for i in range(2000))
+    truncated = tmp_path / "cut.jsonl.gz"
+    packed = gzip.compress(body)
+    truncated.write_bytes(packed[: len(packed) // 2])
+    read: list[RawRecord] = []
+    with (
+        pytest.raises(ConnectorError, match=r"cannot read .*cut\.jsonl\.gz: Compressed file"),
+        open_connector(f"file://{truncated}") as connector,
+    ):
+        read.extend(connector)
+    # Every complete line before the cut came through, in order.
+    posts = [_validate(r) for r in read]
+    assert posts and [p.id for p in posts if isinstance(p, Post)] == [
+        str(i) for i in range(len(posts))
+    ]
+    not_gzip = tmp_path / "feed.csv.gz"
+    not_gzip.write_bytes(b"id,source,text,created_at\n")
+    with pytest.raises(ConnectorError, match=r"cannot read .*feed\.csv\.gz: Not a gzipped file"):
+        open_connector(f"file://{not_gzip}")
+
+
 def test_relative_path_and_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "feed.ndjson").write_bytes(orjson.dumps(GOOD) + b"\n")
@@ -129,3 +151,22 @@ def test_csv_columns_metadata_and_bad_rows(tmp_path: Path) -> None:
     assert records[3].payload == b"4,bad \xff byte,2024-05-01T10:00:02Z,bob,1"
     assert results[4] == "field 'text' is empty"
     assert results[5] == "field 'created_at' has no time zone"
+
+
+def test_csv_text_longer_than_the_csv_modules_default_limit_is_one_dead_letter(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "long.csv"
+    long_text = "x" * 200_000  # the csv module stops at 131072 characters by default
+    path.write_text(
+        "id,source,text,created_at\n"
+        "1,t,before,2024-05-01T10:00:00Z\n"
+        f"2,t,{long_text},2024-05-01T10:00:01Z\n"
+        "3,t,after,2024-05-01T10:00:02Z\n"
+    )
+    results = [_validate(r) for r in _read(f"file://{path}")]
+    assert results[1] == "field 'text' has 200000 characters (limit 20000)"
+    assert [(p.id, p.text) for p in results if isinstance(p, Post)] == [
+        ("1", "before"),
+        ("3", "after"),
+    ]

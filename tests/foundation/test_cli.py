@@ -1,11 +1,15 @@
-"""`moodwire --help` lists every command with a one-line description."""
+"""`moodwire --help` lists every command with a one-line description; bad settings are
+one line each, naming the variable."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 from typer.testing import CliRunner
 
 from moodwire.cli.app import app
+from moodwire.settings import Settings, get_settings
 
 
 def test_every_command_has_a_one_line_description() -> None:
@@ -26,3 +30,34 @@ def test_stack_help_lists_up_down_status() -> None:
     result = CliRunner().invoke(app, ["stack", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert all(f" {name} " in result.output for name in ("up", "down", "status"))
+
+
+def test_bad_settings_name_their_variables_instead_of_a_traceback(tmp_path: Path) -> None:
+    env = {
+        "MOODWIRE_STATE_DIR": str(tmp_path),
+        "MOODWIRE_PARTITIONS": "four",
+        "MOODWIRE_LOG_LEVEL": "verbose",
+    }
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["stack", "status"], env=env)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("error: invalid setting MOODWIRE_PARTITIONS: ")
+    assert lines[0].endswith("(got 'four')")
+    assert lines[1].startswith("error: invalid setting MOODWIRE_LOG_LEVEL: ")
+    assert "DEBUG, INFO, WARNING, ERROR, CRITICAL" in lines[1]
+
+
+def test_log_level_is_case_blind_and_a_bare_postgresql_url_gets_psycopg2(tmp_path: Path) -> None:
+    settings = Settings(
+        state_dir=tmp_path, log_level=" debug", database_url="postgresql://u@h:5432/db"
+    )
+    assert settings.log_level == "DEBUG"
+    assert settings.database_url == "postgresql+psycopg2://u@h:5432/db"
+    assert Settings(state_dir=tmp_path, database_url="postgres://u@h/db").database_url == (
+        "postgresql+psycopg2://u@h/db"
+    )

@@ -20,7 +20,7 @@ from moodwire.cli.app import app
 from moodwire.settings import Settings, get_settings
 from moodwire.stack import broker as broker_module
 from moodwire.stack.errors import StackError
-from moodwire.stack.ports import free_port
+from moodwire.stack.ports import free_port, port_in_use
 from moodwire.stack.postgres import start_postgres
 from moodwire.topics import partition_counts, topic_names
 
@@ -214,3 +214,52 @@ def test_unreachable_configured_broker_fails_fast_in_one_line(tmp_path: Path) ->
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no broker answers" in errors[0]
+
+
+def test_status_reports_malformed_urls_as_down_instead_of_crashing(tmp_path: Path) -> None:
+    env = _env(
+        tmp_path / "state",
+        MOODWIRE_BROKER_URL=f"127.0.0.1:{free_port()}",
+        MOODWIRE_DATABASE_URL="not a database url",
+        MOODWIRE_REDIS_URL="127.0.0.1:6379",  # no redis:// scheme
+    )
+    result = _moodwire_here(env, "stack", "status")
+    assert result.returncode == 1
+    states = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines()}
+    assert states == {"broker": "DOWN", "postgres": "DOWN", "redis": "DOWN"}
+
+
+def test_db_commands_name_an_unreachable_database_in_one_line(tmp_path: Path) -> None:
+    url = f"postgresql+psycopg2://postgres:s3cret@127.0.0.1:{free_port()}/none"
+    env = _env(tmp_path / "state", MOODWIRE_DATABASE_URL=url)
+    for command in ("current", "upgrade"):
+        result = _moodwire_here(env, "db", command)
+        assert result.returncode == 1
+        errors = result.stderr.strip().splitlines()
+        assert len(errors) == 1 and errors[0].startswith("error: database at "), errors
+        assert "Connection refused" in errors[0] and "s3cret" not in errors[0]
+
+
+def test_postgres_that_cannot_create_its_database_is_stopped_not_leaked(
+    server_tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moodwire.stack import postgres as postgres_module
+
+    # An invalid identifier: the server starts, then CREATE DATABASE fails.
+    monkeypatch.setattr(postgres_module, "DATABASE", 'bad"name')
+    port = free_port()
+    log = server_tmp_path / "postgres.log"
+    with pytest.raises(StackError) as info:
+        start_postgres(server_tmp_path / "pg", port, log)
+    message = str(info.value)
+    assert "\n" not in message and "creating database 'bad\"name' failed" in message
+    assert str(log) in message
+    # Never recorded in a stack file, so nothing else could stop it: it must be gone.
+    assert not port_in_use(port)
+
+
+def test_broker_urls_in_every_documented_form_give_host_port_entries(tmp_path: Path) -> None:
+    for url in ("a:1,b:2", "kafka://a:1, kafka://b:2", "kafka://a:1;b:2", " a:1 ,,b:2 "):
+        settings = Settings(state_dir=tmp_path, broker_url=url)
+        assert settings.bootstrap_servers == ["a:1", "b:2"], url
+        assert settings.faust_broker == "kafka://a:1;b:2"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -13,9 +14,11 @@ from pathlib import Path
 import httpx
 import psutil
 from sqlalchemy import text
+from typer.testing import CliRunner
 
+from moodwire.cli.app import app
 from moodwire.db.engine import make_engine
-from moodwire.settings import Settings
+from moodwire.settings import Settings, get_settings
 from moodwire.stack.ports import free_port
 from moodwire.status import collect
 
@@ -105,3 +108,29 @@ def test_demo_for_a_duration_scores_posts_and_stops_its_children(
     # the demo's to stop.
     assert _our_processes(settings.topic_raw) == []
     assert "local servers left running" in out
+
+
+def test_bad_brands_file_is_one_line_and_starts_no_server(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    missing = tmp_path / "missing-brands.yaml"
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["demo", "--duration", "1"],
+            env={
+                "MOODWIRE_STATE_DIR": str(tmp_path / "state"),
+                "MOODWIRE_BRANDS_FILE": str(missing),
+            },
+        )
+    finally:
+        get_settings.cache_clear()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert result.exit_code == 1
+    assert (
+        result.stderr.strip()
+        == f"error: cannot read brands file {missing}: No such file or directory"
+    )
+    assert not (tmp_path / "state" / "stack.json").exists()

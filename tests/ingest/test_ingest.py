@@ -10,19 +10,21 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 import pytest
 from typer.testing import CliRunner
 
 from moodwire.cli.app import app
-from moodwire.connectors import open_connector
+from moodwire.connectors import Connector, RawRecord, open_connector
 from moodwire.ingest import DEAD_LETTER_MAX_BYTES, Ingest
 from moodwire.model.data import default_data_dir, load_sentiment140
 from moodwire.records import decode_post
-from moodwire.settings import Settings, get_settings
+from moodwire.settings import MissingServerError, Settings, get_settings
 
 from .kafka_read import read_topic
 
@@ -195,3 +197,37 @@ def test_speed_replays_created_at_gaps(settings: Settings, tmp_path: Path) -> No
     feed.write_bytes(b"\n".join(orjson.dumps(_post(i, f"post {i}")) for i in (0, 1, 3)))
     paced = Ingest(settings, speed=10.0).run(open_connector(f"file://{feed}"))
     assert paced.sent == 3 and paced.elapsed >= 0.3
+
+
+class _Parsed(Connector):
+    """A connector that builds posts in code, as plugins do; one has a lone surrogate."""
+
+    def records(self) -> Iterator[RawRecord]:
+        for i, text in enumerate(["fine", "broken \ud800 text", "also fine"]):
+            fields = _post(i, text)
+            yield RawRecord(payload=repr(fields).encode(), origin=f"parsed:{i}", fields=fields)
+
+
+def test_a_parsed_post_that_cannot_be_encoded_is_a_dead_letter(settings: Settings) -> None:
+    stats = Ingest(settings).run(_Parsed(urlsplit("parsed://"), {}))
+    assert (stats.read, stats.sent, stats.dead_lettered, stats.failed) == (3, 2, 1, 0)
+    raw = read_topic(settings, settings.topic_raw, 2)
+    assert sorted(decode_post(r.value).text for r in raw) == ["also fine", "fine"]
+    [letter] = read_topic(settings, settings.topic_dead_letters, 1)
+    headers = _headers(letter)
+    assert headers["moodwire-origin"] == "parsed:1"
+    assert headers["moodwire-reason"].startswith("cannot encode as JSON")
+
+
+class _Closing(_Parsed):
+    closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_run_that_cannot_start_still_closes_its_connector(tmp_path: Path) -> None:
+    connector = _Closing(urlsplit("parsed://"), {})
+    with pytest.raises(MissingServerError, match="no broker configured"):
+        Ingest(Settings(state_dir=tmp_path)).run(connector)
+    assert connector.closed == 1

@@ -75,6 +75,11 @@ def test_cli_files_and_exit_codes(tmp_path: Path) -> None:
     assert orjson.loads(piped.stdout)["text"] == "what a great game"
     missing = _cli("--input", str(tmp_path / "nope.jsonl"))
     assert missing.returncode != 0 and b"cannot read" in missing.stderr
+    no_model = _cli("--model", str(tmp_path), stdin=b'{"text": "hi"}\n')
+    assert no_model.returncode == 2 and b"error: cannot load the model" in no_model.stderr
+    assert b"Traceback" not in no_model.stderr
+    unwritable = _cli("--input", str(src), "--output", str(tmp_path / "no" / "out.jsonl"))
+    assert unwritable.returncode == 2 and b"cannot write" in unwritable.stderr
 
 
 def test_fields_orjson_cannot_hold_come_back_unchanged(engine: InferenceEngine) -> None:
@@ -89,3 +94,20 @@ def test_fields_orjson_cannot_hold_come_back_unchanged(engine: InferenceEngine) 
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
     assert rows[0]["id"] == 123456789012345678901234567890 and rows[0]["x"] == 1.5
     assert rows[1]["text"] == "lone \ud800 surrogate" and "sentiment" in rows[1]
+
+
+def test_model_eval_reports_a_missing_model_or_split_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from moodwire.cli.app import app
+    from moodwire.settings import DEFAULT_MODEL_DIR
+
+    runner = CliRunner()
+    missing = runner.invoke(
+        app, ["model", "eval", "--model", str(tmp_path), "--data", str(tmp_path)]
+    )
+    assert missing.exit_code == 2 and "error: no model at" in missing.output
+    bogus = ["model", "eval", "--model", str(DEFAULT_MODEL_DIR), "--data", str(tmp_path)]
+    unknown = runner.invoke(app, [*bogus, "--split", "bogus"])
+    assert unknown.exit_code == 2 and "unknown split 'bogus'" in unknown.output
+    assert missing.exception is None or isinstance(missing.exception, SystemExit)

@@ -88,6 +88,23 @@ def test_kill_9_mid_stream_and_restart_keeps_rows_and_aggregates_exact(
     assert_aggregates_exact(settings, version, N)
 
 
+def test_one_batch_at_a_time_is_exact_and_acks_what_it_wrote(
+    settings: Settings, spawn_worker: Callable[..., Worker], redis_client: object
+) -> None:
+    n = 500
+    posts = post_dicts(real_tweets(n), tag_of(settings))
+    version = serving_version()
+    worker = spawn_worker(MOODWIRE_OVERLAP_BATCHES="false", MOODWIRE_MAX_BATCH="100")
+    produce_posts(settings, posts)
+    wait_until(lambda: count_scores(settings, version) >= n or not worker.alive(), 120, "n")
+    assert worker.alive(), worker.tail()
+    assert count_scores(settings, version) == n
+    assert_aggregates_exact(settings, version, n)
+    # Acked by hand after each write: the committed offsets reach the end of the topic.
+    wait_until(lambda: committed_total(settings) >= n, 60, "offsets committed")
+    assert committed_total(settings) == n
+
+
 @pytest.mark.parametrize("point", ["redis", "postgres"])
 def test_crash_right_after_the_redis_write_keeps_aggregates_exact(
     point: str, settings: Settings, spawn_worker: Callable[..., Worker], redis_client: object

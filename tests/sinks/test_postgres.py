@@ -110,6 +110,19 @@ def test_dead_letters_are_idempotent_on_their_position(engine: Engine) -> None:
     sink.close()
 
 
+def test_dead_letter_with_nul_in_its_headers_is_stored(engine: Engine) -> None:
+    # Text columns refuse U+0000; such a row must not fail its batch on every retry.
+    topic = f"dlq-{uuid.uuid4().hex[:8]}"
+    sink = PostgresSink(engine)
+    sink.write_dead_letters([DeadLetterRow("a\x00b", "ingest", topic, 0, 7, "bad\x00x", b"\x00")])
+    with engine.connect() as conn:
+        got = conn.execute(
+            text("SELECT origin, reason, payload FROM dead_letters WHERE topic = :t"), {"t": topic}
+        ).all()
+    assert [(r[0], r[1], bytes(r[2])) for r in got] == [("a\ufffdb", "bad\ufffdx", b"\x00")]
+    sink.close()
+
+
 def test_awkward_characters_survive_the_bulk_copy(engine: Engine) -> None:
     source = f"src-{uuid.uuid4().hex[:8]}"
     text_ = 'tab\there\nnew line\r\\N literally, back\\slash, "quotes", émoji 🙂, \\.'

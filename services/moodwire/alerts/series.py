@@ -26,13 +26,6 @@ def add(a: Bucket, b: Bucket) -> Bucket:
     return Bucket(a.n + b.n, a.neg + b.neg, a.neu + b.neu, a.pos + b.pos, a.score_sum + b.score_sum)
 
 
-def total(buckets: Iterable[Bucket]) -> Bucket:
-    out = EMPTY
-    for bucket in buckets:
-        out = add(out, bucket)
-    return out
-
-
 def brands(client: redis.Redis, model_version: str) -> list[str]:
     """Every aggregate brand of the version, ``*`` and ``(none)`` included."""
     return sorted(as_text(b) for b in client.smembers(f"mw:brands:{model_version}"))

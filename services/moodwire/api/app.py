@@ -82,6 +82,9 @@ def _series_json(buckets: dict[int, Bucket], minutes: list[int]) -> dict[str, An
 
 def create_app(settings: Settings) -> FastAPI:
     state: dict[str, Any] = {}
+    # Handlers run on a thread pool, beside the rate sampler: one lock so that two first
+    # requests do not each open (and one leak) an engine or a Redis client.
+    opening = threading.Lock()
     version = _Cached(lambda: serving_model_version(settings.model_path), VERSION_TTL_S)
     rate = RateMeter()
     names = _display_names(settings)
@@ -90,15 +93,17 @@ def create_app(settings: Settings) -> FastAPI:
         return names.get(brand, brand)
 
     def engine() -> Any:
-        if "engine" not in state:
-            state["engine"] = make_engine(settings, pool_size=2, max_overflow=2)
-        return state["engine"]
+        with opening:
+            if "engine" not in state:
+                state["engine"] = make_engine(settings, pool_size=2, max_overflow=2)
+            return state["engine"]
 
     def client() -> redis.Redis:
-        if "redis" not in state:
-            state["redis"] = connect(settings)
-        redis_client: redis.Redis = state["redis"]
-        return redis_client
+        with opening:
+            if "redis" not in state:
+                state["redis"] = connect(settings)
+            redis_client: redis.Redis = state["redis"]
+            return redis_client
 
     def sample_rate(stop: threading.Event) -> None:
         # Sampled here rather than per request, so the first page load has a rate too.
@@ -152,7 +157,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/status")
     def status() -> dict[str, Any]:
-        figures = collect(settings)
+        try:  # the app's own connections: no new ones on every poll of the page
+            shared: dict[str, Any] = {"engine": engine(), "client": client()}
+        except MissingServerError:  # collect names the missing URL among its errors
+            shared = {}
+        figures = collect(settings, version.get(), **shared)
         figures["posts_per_second"] = rate.rate
         figures["display_names"] = {b: display(b) for b in figures["brands"]}
         figures["refresh_seconds"] = settings.web_refresh_seconds

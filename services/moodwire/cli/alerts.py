@@ -30,6 +30,10 @@ def alerts(
 
     New alerts go to the Postgres `alerts` table and the alerts topic.
     """
+    import redis
+    from kafka.errors import KafkaError
+    from sqlalchemy.exc import SQLAlchemyError
+
     from moodwire.alerts.runner import AlertRunner, AlertsError
 
     settings = get_settings()
@@ -40,7 +44,13 @@ def alerts(
         raise typer.Exit(1) from None
     try:
         if once:
-            report = runner.run_once()
+            try:
+                report = runner.run_once()
+            except (redis.RedisError, SQLAlchemyError, KafkaError) as exc:
+                # The loop below logs these and retries; a single pass reports and fails.
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                typer.echo(f"error: alert pass failed: {type(exc).__name__}: {first}", err=True)
+                raise typer.Exit(1) from None
             for alert in report.new_alerts:
                 typer.echo(_line(alert))
             typer.echo(

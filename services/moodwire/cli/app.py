@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from pydantic import ValidationError
 
 from moodwire import __version__
 from moodwire.cli import (
@@ -19,7 +20,7 @@ from moodwire.cli import (
     web,
 )
 from moodwire.logs import configure
-from moodwire.settings import get_settings
+from moodwire.settings import get_settings, invalid_settings
 
 app = typer.Typer(
     name="moodwire",
@@ -42,7 +43,12 @@ def _root(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as err:
+        for line in invalid_settings(err):
+            typer.echo(f"error: invalid setting {line}", err=True)
+        raise typer.Exit(2) from None
     configure(settings.log_level, settings.log_format)
 
 

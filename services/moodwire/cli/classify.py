@@ -34,12 +34,20 @@ def classify(
         except OSError as exc:
             typer.echo(f"error: cannot read {input}: {exc.strerror}", err=True)
             raise typer.Exit(2) from exc
-        engine = InferenceEngine.load(model, batch_size=batch_size)
-        sink: BinaryIO = stack.enter_context(output.open("wb")) if output else sys.stdout.buffer
+        try:
+            engine = InferenceEngine.load(model, batch_size=batch_size)
+        except (OSError, ValueError) as exc:  # no model there, or unreadable files
+            typer.echo(f"error: cannot load the model: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        try:
+            sink: BinaryIO = stack.enter_context(output.open("wb")) if output else sys.stdout.buffer
+        except OSError as exc:
+            typer.echo(f"error: cannot write {output}: {exc.strerror}", err=True)
+            raise typer.Exit(2) from exc
         try:
             counts = classify_lines(source, sink.write, engine, batch_size=batch_size)
-        except OSError as exc:  # e.g. a directory given as input, or a read error mid-way
-            typer.echo(f"error: reading input failed: {exc}", err=True)
+        except OSError as exc:  # a directory given as input, a read or write error mid-way
+            typer.echo(f"error: classify stopped: {exc}", err=True)
             raise typer.Exit(2) from exc
         sink.flush()
     typer.echo(f"classified {counts.scored} posts, {counts.errors} bad lines", err=True)

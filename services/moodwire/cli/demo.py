@@ -7,6 +7,7 @@ import contextlib
 import typer
 from rich.console import Console
 
+from moodwire.brands import BrandsFileError
 from moodwire.settings import MissingServerError, get_settings
 from moodwire.stack.errors import StackError
 
@@ -34,7 +35,7 @@ def demo(
     )
     try:
         result = run_demo(get_settings(), options, console)
-    except (StackError, DemoError, MissingServerError) as err:
+    except (StackError, DemoError, MissingServerError, BrandsFileError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     figures = result.figures

@@ -108,7 +108,11 @@ def evaluate(
     """Print macro-recall, accuracy, per-class P/R/F1, confusion and ECE; update the card."""
     from moodwire.model.evaluate import evaluate as run_eval
 
-    reports = run_eval(model, _data_dir(data), tuple(split or ("val", "test")))
+    try:
+        reports = run_eval(model, _data_dir(data), tuple(split or ("val", "test")))
+    except (OSError, ValueError) as exc:  # no model or data files there, an unknown split
+        console.print(f"error: {exc}")
+        raise typer.Exit(2) from None
     out = Console()
     for name, r in reports.items():
         out.print(

@@ -34,8 +34,9 @@ def process(
     }
     settings = get_settings().model_copy(update=updates)
     try:
-        for name in ("broker_url", "database_url", "redis_url"):
-            settings.require(name)  # type: ignore[arg-type]
+        settings.require("broker_url")
+        settings.require("database_url")
+        settings.require("redis_url")
     except MissingServerError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None

@@ -20,7 +20,9 @@ import csv
 import gzip
 import io
 import sys
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import SplitResult, unquote
@@ -31,6 +33,10 @@ FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv
 # Longer lines are refused without being held in memory: far above any valid post
 # (20k characters by default), far below what would hurt the process.
 MAX_LINE_BYTES = 8 * 1024 * 1024
+# The csv module's default field limit (128 KiB) would end the whole file at one long
+# text (it cannot resynchronise after that error); with the JSONL line limit instead, such
+# a row reaches validation and becomes a dead letter like any other too-long post.
+csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
 _POST_COLUMNS = ("id", "source", "text", "created_at", "author", "url", "lang")
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -60,7 +66,7 @@ class FileConnector(Connector):
         )
         if self.format == "csv" and self.path.is_file():
             # Fail at start, not after the producer is up, when the header cannot work.
-            with self._open() as stream:
+            with self._reading(), self._open() as stream:
                 self._csv_header(csv.reader(_text(stream)))
 
     def _format(self) -> str:
@@ -81,7 +87,7 @@ class FileConnector(Connector):
         return found
 
     def _open(self) -> IO[bytes]:
-        if str(self.path) in ("/dev/stdin", "-"):
+        if str(self.path) == "/dev/stdin":
             return sys.stdin.buffer
         try:
             raw: IO[bytes] = self.path.open("rb")
@@ -92,11 +98,23 @@ class FileConnector(Connector):
         return raw
 
     def records(self) -> Iterator[RawRecord]:
-        with self._open() as stream:
+        with self._reading(), self._open() as stream:
             if self.format == "csv":
                 yield from self._csv_records(stream)
             else:
                 yield from self._jsonl_records(stream)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        # A truncated or corrupt .gz (or a failing disk) ends the file; records already
+        # yielded stay sent, and the error names the file instead of being a traceback.
+        try:
+            yield
+        except (OSError, EOFError, zlib.error) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ConnectorError(
+                f"cannot read {self.path}: {detail or type(exc).__name__}"
+            ) from None
 
     def _origin(self, line: int) -> str:
         return f"{self._origin_prefix}:{line}"

@@ -19,6 +19,7 @@ WEIGHTS = "weights.safetensors"
 VOCAB = "vocab.txt"
 CONFIG = "config.json"
 CARD = "README.md"
+EVAL = "eval.json"  # outside the model-version hash: evaluating must not change the model
 MODEL_NAME = "moodwire-gru"
 MODEL_SEMVER = "1.0.0"
 _HALF = ("gates_x",)

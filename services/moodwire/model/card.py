@@ -66,7 +66,7 @@ def render_numbers(model_dir: Path) -> str:
     for h in config.get("history", []):
         lines.append(f"| {h['epoch']} | {h['loss']:.4f} | {_pct(h['val_macro_recall'])} |")
     lines.append("")
-    eval_file = model_dir / "eval.json"
+    eval_file = model_dir / artifact.EVAL
     if eval_file.is_file():
         record = json.loads(eval_file.read_text())
         lines += [f"## Evaluation ({record['evaluated_at']})", ""]

@@ -8,10 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from moodwire.model import card, data, metrics
+from moodwire.model import artifact, card, data, metrics
 from moodwire.model.engine import InferenceEngine
-
-EVAL_FILE = "eval.json"  # outside the model-version hash: evaluating must not change the model
 
 
 def evaluate(
@@ -27,6 +25,6 @@ def evaluate(
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "splits": {name: asdict(r) for name, r in reports.items()},
     }
-    (model_dir / EVAL_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    (model_dir / artifact.EVAL).write_text(json.dumps(record, indent=2) + "\n")
     card.write(model_dir)
     return reports

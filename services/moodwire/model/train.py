@@ -252,8 +252,9 @@ def train(
             nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             optimizer.step()
             scheduler.step()
-            total += float(loss.detach())
-            prog.step(float(loss.detach()))
+            loss_value = float(loss.detach())
+            total += loss_value
+            prog.step(loss_value)
         val_logits = _logits(model, val_enc)
         score = metrics.macro_recall(val_enc.labels, val_logits.argmax(1).numpy())
         history.append({"epoch": epoch, "loss": total / steps_per_epoch, "val_macro_recall": score})

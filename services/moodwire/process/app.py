@@ -1,9 +1,8 @@
 """The Faust app of ``moodwire process``: two agents, configured for throughput.
 
 - ``score-posts`` reads the raw-posts topic in micro-batches of events
-  (``noack_take(max_batch, max_wait)``, or ``take_events`` with
-  ``overlap_batches=false``) and hands each batch, with every message's partition and
-  offset, to :class:`moodwire.process.batch.BatchProcessor`. The topic is declared as
+  (``noack_take(max_batch, max_wait)``) and hands each batch, with every message's
+  partition and offset, to :class:`moodwire.process.batch.BatchProcessor`. The topic is declared as
   raw bytes: Faust decoding a bad message inside ``take()`` would stall the agent on
   every partition, so decoding happens in the batch step where a bad record becomes a
   dead letter. A batch is acked only after all its sinks returned, so offsets never
@@ -12,7 +11,7 @@
   never overlap each other. One actor (concurrency 1) per worker keeps each
   partition's batches in offset order, which the Redis watermark relies on.
 - ``persist-dead-letters`` copies the dead-letter topic into the ``dead_letters`` table,
-  idempotent on each dead letter's own topic/partition/offset.
+  idempotent on each dead letter's own topic/partition/offset, acked once stored.
 
 Nothing correctness-critical lives in Faust (no tables): Postgres and Redis hold it all.
 """
@@ -147,35 +146,33 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_linger=timedelta(milliseconds=5),
     )
-    raw = app.topic(
-        settings.topic_raw,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    dead_letters = app.topic(
-        settings.topic_dead_letters,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
 
+    def bytes_topic(name: str) -> faust.TopicT:
+        return app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    raw = bytes_topic(settings.topic_raw)
+    dead_letters = bytes_topic(settings.topic_dead_letters)
+
+    # Every agent acks by hand, after its writes returned: ``take_events`` acks a batch in
+    # a ``finally``, so a batch whose step raised (or was cancelled at shutdown) would be
+    # acked, and its offsets committed, without having been written.
     @app.agent(raw, name="score-posts", concurrency=1)
     async def score_posts(stream: faust.StreamT[bytes]) -> None:
         await runtime.ensure_started()
         batches = _batches(stream)
         processor = runtime.processor
         if not settings.overlap_batches:
-            async for events in batches.take_events(settings.max_batch, settings.max_wait):
+            async for taken in batches.noack_take(settings.max_batch, settings.max_wait):
+                events = cast(list[Any], taken)
                 runtime.record(await processor.process(raw_records(events)))
+                await _ack(batches, events)
             return
 
         async def write_then_ack(prepared: Prepared, events: list[Any]) -> None:
             runtime.record(await processor.write(prepared))
-            for event in events:
-                await batches.ack(event)
+            await _ack(batches, events)
 
         # Two batches in flight at most: batch k+1 is decoded and scored while batch k is
         # written. Writes stay strictly sequential (Redis counts in offset order), and a
@@ -185,7 +182,6 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
         writing: asyncio.Future[None] | None = None
         try:
             async for taken in batches.noack_take(settings.max_batch, settings.max_wait):
-                # Typed as values, but noack_take yields the events themselves (to ack).
                 events = cast(list[Any], taken)
                 prepared = await processor.prepare(raw_records(events))
                 if writing is not None:
@@ -200,9 +196,9 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
     @app.agent(dead_letters, name="persist-dead-letters", concurrency=1)
     async def persist_dead_letters(stream: faust.StreamT[bytes]) -> None:
         loop = asyncio.get_running_loop()
-        async for events in _batches(stream).take_events(
-            settings.max_batch, within=settings.max_wait
-        ):
+        batches = _batches(stream)
+        async for taken in batches.noack_take(settings.max_batch, settings.max_wait):
+            events = cast(list[Any], taken)
             rows = [_dead_letter_row(e) for e in events]
             await retry_forever(
                 "dead-letter persist",
@@ -211,6 +207,7 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
                 ),
                 settings.sink_retry_max,
             )
+            await _ack(batches, events)
 
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         ours = sorted(tp.partition for tp in assigned if tp.topic == settings.topic_raw)
@@ -222,9 +219,15 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
 
 
 def _batches(stream: faust.StreamT[bytes]) -> faust.Stream[bytes]:
-    # StreamT (what agents are typed to receive) does not declare take_events; the object
+    # StreamT (what agents are typed to receive) does not declare noack_take; the object
     # an agent gets is always a faust.Stream, which has it.
     return cast(faust.Stream[bytes], stream)
+
+
+async def _ack(stream: faust.Stream[bytes], events: list[Any]) -> None:
+    # noack_take is typed to yield values, but yields the events themselves (to ack).
+    for event in events:
+        await stream.ack(event)
 
 
 def _dead_letter_row(event: Any) -> DeadLetterRow:

@@ -99,6 +99,50 @@ def minute_of(post: Post) -> int:
     return int(post.created_at.timestamp()) // 60 * 60
 
 
+def scored_posts(
+    posts: Sequence[Post],
+    brands: Sequence[tuple[str, ...]],
+    probs: npt.NDArray[np.float32],
+    model_version: str,
+) -> list[ScoredPost]:
+    """``posts[i]`` with brands ``brands[i]`` and the class probabilities ``probs[i]``."""
+    labels = probs.argmax(axis=1).tolist()
+    return [
+        ScoredPost(
+            post=p,
+            label=int(label),
+            probs=(row[0], row[1], row[2]),
+            model_version=model_version,
+            brands=b,
+        )
+        for p, label, row, b in zip(posts, labels, probs.tolist(), brands, strict=True)
+    ]
+
+
+def countable(partition: int, offset: int, stored: Stored) -> Countable:
+    """A stored post at its log position, as the Redis aggregates count it."""
+    scored = stored.scored
+    return Countable(
+        partition=partition,
+        offset=offset,
+        source=scored.post.source,
+        minute=minute_of(scored.post),
+        brands=scored.brands,
+        label=scored.label,
+        score=scored.score,
+        new=stored.new,
+    )
+
+
+def fault_point(crash_after: str | None, where: str, what: str) -> None:
+    """Fault injection for the exactness tests (``settings.fault_crash_after``): when
+    ``where`` is the configured point, die like ``kill -9``, with no cleanup and no
+    offset commit."""
+    if crash_after == where:
+        log.warning("fault injection: killing the %s", what, extra={"after": where})
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def decode_batch(
     records: Sequence[RawRecord], max_text_chars: int
 ) -> tuple[list[tuple[RawRecord, Post]], list[DeadLetter]]:
@@ -235,23 +279,12 @@ class BatchProcessor:
 
         def count_in_redis(stored: list[Stored]) -> None:
             nonlocal counted
-            countable = [
-                Countable(
-                    partition=raw.partition,
-                    offset=raw.offset,
-                    source=s.scored.post.source,
-                    minute=minute_of(s.scored.post),
-                    brands=s.scored.brands,
-                    label=s.scored.label,
-                    score=s.scored.score,
-                    new=s.new,
-                )
+            records = [
+                countable(raw.partition, raw.offset, s)
                 for raw, s in zip(batch.positions, stored, strict=True)
             ]
             mark = time.perf_counter()
-            counted = self._aggregates.apply(
-                self.model_version, self._settings.topic_raw, countable
-            )
+            counted = self._aggregates.apply(self.model_version, self._settings.topic_raw, records)
             stages["redis"] = time.perf_counter() - mark
             self._fault_point("redis")
 
@@ -291,24 +324,7 @@ class BatchProcessor:
         started = time.perf_counter()
         probs = self._engine.predict([p.text for p in posts])
         model_s = time.perf_counter() - started
-        labels = probs.argmax(axis=1).tolist()
-        rows = probs.tolist()
-        version = self._engine.model_version
-        scored = [
-            ScoredPost(
-                post=p,
-                label=int(label),
-                probs=(row[0], row[1], row[2]),
-                model_version=version,
-                brands=b,
-            )
-            for p, label, row, b in zip(posts, labels, rows, brands, strict=True)
-        ]
-        return scored, model_s
+        return scored_posts(posts, brands, probs, self._engine.model_version), model_s
 
     def _fault_point(self, where: str) -> None:
-        # Fault injection for the exactness tests (settings.fault_crash_after): die like
-        # `kill -9`, with no cleanup and no offset commit.
-        if self._crash_after == where:
-            log.warning("fault injection: killing the worker", extra={"after": where})
-            os.kill(os.getpid(), signal.SIGKILL)
+        fault_point(self._crash_after, where, "worker")

@@ -20,8 +20,6 @@ server when a killed run's connection drops).
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,15 +29,14 @@ from sqlalchemy import Connection, Engine, text
 
 from moodwire.db.engine import make_engine
 from moodwire.logs import get_logger
-from moodwire.process.batch import Scorer, minute_of
-from moodwire.records import ScoredPost
+from moodwire.process.batch import Scorer, countable, fault_point, scored_posts
 from moodwire.redis_client import connect
 from moodwire.replay import posts
 from moodwire.replay.journal import Chunk, Journal
 from moodwire.replay.posts import Key, Scope, StoredPost
 from moodwire.settings import Settings
 from moodwire.sinks.postgres import PostgresSink, Stored
-from moodwire.sinks.redis_aggregates import Countable, RedisAggregates
+from moodwire.sinks.redis_aggregates import RedisAggregates
 
 log = get_logger(__name__)
 LOG_TOPIC = "rescore"  # pseudo topic of the watermark mw:wm:{mv}:rescore
@@ -207,17 +204,9 @@ class _Run:
         if not present:
             return ChunkReport(0, 0, 0, resumed)
         probs = self._engine.predict([p.post.text for _, p in present])
-        labels = probs.argmax(axis=1).tolist()
-        batch = [
-            ScoredPost(
-                post=p.post,
-                label=int(label),
-                probs=(row[0], row[1], row[2]),
-                model_version=self._version,
-                brands=p.brands,
-            )
-            for (_, p), label, row in zip(present, labels, probs.tolist(), strict=True)
-        ]
+        batch = scored_posts(
+            [p.post for _, p in present], [p.brands for _, p in present], probs, self._version
+        )
         counted = 0
 
         def count(stored: list[Stored]) -> None:
@@ -226,16 +215,7 @@ class _Run:
                 self._version,
                 LOG_TOPIC,
                 [
-                    Countable(
-                        partition=LOG_PARTITION,
-                        offset=offset,
-                        source=s.scored.post.source,
-                        minute=minute_of(s.scored.post),
-                        brands=s.scored.brands,
-                        label=s.scored.label,
-                        score=s.scored.score,
-                        new=s.new,
-                    )
+                    countable(LOG_PARTITION, offset, s)
                     for (offset, _), s in zip(present, stored, strict=True)
                 ],
             )
@@ -246,8 +226,6 @@ class _Run:
         return ChunkReport(len(present), sum(s.new for s in stored), counted, resumed)
 
     def _fault_point(self, where: str) -> None:
-        # settings.fault_crash_after, as in the processor: die like `kill -9` after this
-        # write of the first chunk (tests of the window between Redis and the commit).
-        if self._crash_after == where:
-            log.warning("fault injection: killing the rescore run", extra={"after": where})
-            os.kill(os.getpid(), signal.SIGKILL)
+        # After this write of the first chunk: tests of the window between Redis and the
+        # commit.
+        fault_point(self._crash_after, where, "rescore run")

@@ -118,8 +118,19 @@ class PostgresSink:
     def write_dead_letters(self, rows: Sequence[DeadLetterRow]) -> None:
         if not rows:
             return
+        # The headers come from whoever wrote to the dead-letter topic, and a text column
+        # refuses U+0000: one such row would fail its batch on every retry, forever.
         values = [
-            (r.origin, r.stage, r.topic, r.partition, r.offset, r.reason, r.payload) for r in rows
+            (
+                _no_nul(r.origin),
+                _no_nul(r.stage),
+                r.topic,
+                r.partition,
+                r.offset,
+                _no_nul(r.reason),
+                r.payload,
+            )
+            for r in rows
         ]
         self._transaction(
             lambda cur: execute_values(cur, _INSERT_DEAD_LETTERS, values, page_size=len(values))
@@ -223,6 +234,10 @@ class PostgresSink:
             )
             out.append(Stored(as_stored, key in fresh_scores))
         return out
+
+
+def _no_nul(value: str) -> str:
+    return value.replace("\x00", "\ufffd")
 
 
 def _copy_field(value: str | None) -> str:

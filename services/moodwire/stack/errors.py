@@ -1,7 +1,24 @@
-"""The one error the local stack raises: a single line naming the cause and the fix."""
+"""The one error the local stack raises (a single line naming the cause and the fix), and
+the helpers that keep the causes it quotes to one line."""
 
 from __future__ import annotations
+
+from sqlalchemy.engine import make_url
 
 
 class StackError(RuntimeError):
     """Starting or stopping a local server failed; ``str(err)`` is meant for the user."""
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit for an error message: its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (clipped), for one-line messages."""
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__

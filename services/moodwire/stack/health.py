@@ -21,7 +21,12 @@ def broker_answers(settings: Settings) -> bool:
 
 
 def database_answers(settings: Settings) -> bool:
-    engine = make_engine(settings, poolclass=pool.NullPool, connect_args={"connect_timeout": 3})
+    try:
+        # Inside the try: a malformed URL, or one naming a driver that is not installed, is
+        # a server that does not answer, not a crash.
+        engine = make_engine(settings, poolclass=pool.NullPool, connect_args={"connect_timeout": 3})
+    except (SQLAlchemyError, ImportError):
+        return False
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -33,7 +38,10 @@ def database_answers(settings: Settings) -> bool:
 
 
 def redis_answers(settings: Settings) -> bool:
-    client = connect(settings)
+    try:
+        client = connect(settings)
+    except ValueError:  # a malformed URL (redis-py refuses it when parsing)
+        return False
     try:
         return bool(client.ping())
     except redis.RedisError:

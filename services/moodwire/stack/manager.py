@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kafka.errors import KafkaError
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from moodwire.db.migrate import upgrade
 from moodwire.logs import get_logger
 from moodwire.settings import Settings
 from moodwire.stack.broker import start_broker
-from moodwire.stack.errors import StackError
+from moodwire.stack.errors import StackError, first_line, redact_url
 from moodwire.stack.health import PROBES
 from moodwire.stack.ports import free_port
 from moodwire.stack.postgres import STOP_SIGNAL as POSTGRES_STOP_SIGNAL
@@ -93,7 +92,7 @@ def prepare(settings: Settings) -> None:
         upgrade(url)
     except SQLAlchemyError as err:
         raise StackError(
-            f"cannot migrate the database at {_redact(url)} ({_first_line(err)}); "
+            f"cannot migrate the database at {redact_url(url)} ({first_line(err)}); "
             "check MOODWIRE_DATABASE_URL or run `moodwire stack status`"
         ) from None
     try:
@@ -101,7 +100,7 @@ def prepare(settings: Settings) -> None:
     except KafkaError as err:
         raise StackError(
             f"cannot create topics on the broker at {broker} "
-            f"({_first_line(err)}); check MOODWIRE_BROKER_URL or run `moodwire stack status`"
+            f"({first_line(err)}); check MOODWIRE_BROKER_URL or run `moodwire stack status`"
         ) from None
 
 
@@ -160,15 +159,3 @@ def _with_stack_urls(settings: Settings, state: StackState) -> Settings:
         field: url for field, url in state.urls().items() if not settings.configured_by_env(field)
     }
     return settings.model_copy(update=updates)
-
-
-def _redact(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable URL>"
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import psycopg2
 
-from moodwire.stack.errors import StackError
+from moodwire.stack.errors import StackError, first_line
 from moodwire.stack.ports import LOOPBACK, port_in_use
-from moodwire.stack.processes import ServerProcess, as_user, launch
+from moodwire.stack.processes import ServerProcess, as_user, launch, stop
 
 NAME = "postgres"
 DATABASE = "moodwire"
@@ -92,7 +92,15 @@ def start_postgres(data_dir: Path, port: int, log: Path) -> ServerProcess:
         user=user,
         cwd=data_dir,
     )
-    _create_database(port, DATABASE)
+    try:
+        _create_database(port, DATABASE)
+    except psycopg2.Error as err:
+        # Not recorded in the stack file yet, so `stack down` could never stop it.
+        stop(server.pid, server.create_time, STOP_SIGNAL)
+        raise StackError(
+            f"PostgreSQL started but creating database {DATABASE!r} failed "
+            f"({first_line(err)}); see {log}"
+        ) from None
     return server
 
 
