@@ -132,6 +132,8 @@ def drain(settings: Settings, variant: str, texts: list[str], n: int, logs: Path
     assert first is not None
     posts = n - first[1]
     seconds = now - first[0]
+    if posts <= 0 or seconds <= 0:
+        sys.exit("the worker drained every post before the first sample; raise --posts")
     worker_cpu = cpu.user + cpu.system - first[2]
     progress = last_progress(log)
     stages = {k[:-2]: v for k, v in progress.items() if k.endswith("_s") and k != "busy_s"}

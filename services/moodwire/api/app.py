@@ -63,7 +63,7 @@ def _display_names(settings: Settings) -> dict[str, str]:
         matcher = BrandMatcher.from_settings(settings)
     except BrandsFileError:
         return {}
-    names = {b.name: b.display for b in matcher.definitions}
+    names = matcher.display_names
     names[NO_BRAND] = "No brand"
     names[ALL_BRANDS] = "All posts"
     return names
