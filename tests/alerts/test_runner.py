@@ -130,3 +130,33 @@ def test_single_pass_with_redis_down_fails_in_one_line(
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "error: alert pass failed: ConnectionError" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_model_unreadable_for_a_moment_keeps_the_last_version(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Any
+) -> None:
+    import shutil
+
+    from moodwire.alerts.runner import AlertsError
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(settings.model_path, model_dir)
+    local = settings.model_copy(update={"model_path": model_dir})
+    version = model_version(local)
+    write_minutes(redis_client, version, settings.topic_raw, steady_plan(random.Random(11)))
+    runner = AlertRunner(local)
+    try:
+        assert runner.run_once().watermark == T0 + 84 * 60
+        # A new model is being copied in: the files are gone for a moment.
+        shutil.rmtree(model_dir)
+        report = runner.run_once()
+        assert report.model_version == version and report.watermark == T0 + 84 * 60
+    finally:
+        runner.close()
+    # With no model ever read there is nothing to judge: a clear error, not a guess.
+    fresh = AlertRunner(local)
+    try:
+        with pytest.raises(AlertsError, match="no readable model"):
+            fresh.run_once()
+    finally:
+        fresh.close()

