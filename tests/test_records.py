@@ -183,3 +183,18 @@ def test_dead_letter_headers_carry_reason_origin_and_stage() -> None:
     assert headers["moodwire-reason"] == b"invalid UTF-8 at byte 0"
     assert headers["moodwire-origin"] == b"t[1]@7"
     assert headers["moodwire-stage"] == b"process"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"not json",
+        b"[1]",
+        orjson.dumps(GOOD),  # a raw post: no sentiment, probs or version
+        orjson.dumps({**GOOD, "sentiment": "angry", "probs": [0, 0, 1], "model_version": "m"}),
+        orjson.dumps({**GOOD, "sentiment": "positive", "probs": [1], "model_version": "m"}),
+    ],
+)
+def test_a_bad_scored_record_is_refused_with_a_reason(payload: bytes) -> None:
+    with pytest.raises(InvalidRecord):
+        decode_scored(payload)

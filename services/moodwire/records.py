@@ -253,13 +253,24 @@ def encode_scored(scored: ScoredPost) -> bytes:
 
 
 def decode_scored(data: bytes) -> ScoredPost:
-    obj = orjson.loads(data)
-    post = post_from_dict(obj, max_text_chars=max(len(obj.get("text") or ""), 1))
-    probs = obj["probs"]
-    return ScoredPost(
-        post=post,
-        label=LABELS.index(obj["sentiment"]),
-        probs=(float(probs[0]), float(probs[1]), float(probs[2])),
-        model_version=obj["model_version"],
-        brands=tuple(obj.get("brands") or ()),
-    )
+    """A record of the scored-posts topic, or InvalidRecord saying what is wrong with it."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRecord(f"malformed JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise InvalidRecord(f"expected a JSON object, got {type(obj).__name__}")
+    text = obj.get("text")
+    post = post_from_dict(obj, max_text_chars=max(len(text) if isinstance(text, str) else 0, 1))
+    try:
+        probs = obj["probs"]
+        scored = ScoredPost(
+            post=post,
+            label=LABELS.index(obj["sentiment"]),
+            probs=(float(probs[0]), float(probs[1]), float(probs[2])),
+            model_version=str(obj["model_version"]),
+            brands=tuple(str(b) for b in obj.get("brands") or ()),
+        )
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise InvalidRecord(f"not a scored post: {exc!r}") from None
+    return scored

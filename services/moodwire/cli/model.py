@@ -24,7 +24,8 @@ class _Bar:
         self.loss = 0.0
 
     def start_epoch(self, epoch: int, steps: int) -> None:
-        self.progress.reset(self.task, total=steps, description=f"epoch {epoch}")
+        name = f"epoch {epoch}" if epoch > 0 else f"pre-train {-epoch}"
+        self.progress.reset(self.task, total=steps, description=name)
 
     def step(self, loss: float) -> None:
         self.loss = loss if self.loss == 0.0 else 0.95 * self.loss + 0.05 * loss
@@ -63,6 +64,14 @@ def train(
         int | None, typer.Option(help="Train on a random slice (quick runs).")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads for training.")] = None,
+    words: Annotated[
+        bool | None,
+        typer.Option("--words/--wordpiece-only", help="Word-level vocabulary, or WordPiece only."),
+    ] = None,
+    pretrain_epochs: Annotated[
+        int | None,
+        typer.Option(help="Epochs of 2-class pre-training on sentiment140 before TweetEval."),
+    ] = None,
 ) -> None:
     """Train on TweetEval train, select on val, save the folded model and its card."""
     from dataclasses import replace
@@ -77,6 +86,8 @@ def train(
         "seed": seed,
         "max_train": max_train,
         "threads": threads,
+        "pretrain_epochs": pretrain_epochs,
+        "words": words,
     }
     config = replace(TrainConfig(), **{k: v for k, v in given.items() if v is not None})
     columns = (

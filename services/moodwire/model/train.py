@@ -47,6 +47,7 @@ class TrainConfig:
     min_count: int = 3
     max_vocab: int = 40000
     subwords: bool = True  # unknown words fall back to WordPiece units (needs MiniLM)
+    words: bool = True  # False: MiniLM's WordPiece units only, no word-level entries
     extra_vocab: bool = False  # also take words seen in sentiment140
     seed: int = 13
     pretrained: bool = True
@@ -110,11 +111,17 @@ class TrainResult:
 
 
 def build_vocab(
-    texts: list[str], min_count: int, max_vocab: int, subwords: bool = False
+    texts: list[str], min_count: int, max_vocab: int, subwords: bool = False, words: bool = True
 ) -> Vocabulary:
     """Words seen ``min_count`` times (most frequent first); with ``subwords``, also the
-    WordPiece units that spell every seen word, so rarer words train those pieces."""
+    WordPiece units that spell every seen word, so rarer words train those pieces. Without
+    ``words``, only MiniLM's WordPiece units that spell the seen words (pure WordPiece)."""
     counts = Counter(t for tokens in split_batch(texts) for t in tokens)
+    if not words:
+        units = minilm_pieces(sorted(counts))
+        if units is None:
+            raise RuntimeError("a WordPiece-only vocabulary needs the MiniLM wheel ('.[train]')")
+        return Vocabulary(sorted(units), subwords=True)
     kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
     if not subwords:
         return Vocabulary(kept[: max_vocab - 2])
@@ -228,7 +235,7 @@ def train(
     aux_split = data.load_sentiment140(data_dir) if needs_aux else None
 
     vocab_texts = train_split.texts + (aux_split.texts if aux_split and cfg.extra_vocab else [])
-    vocab = build_vocab(vocab_texts, cfg.min_count, cfg.max_vocab, cfg.subwords)
+    vocab = build_vocab(vocab_texts, cfg.min_count, cfg.max_vocab, cfg.subwords, cfg.words)
     train_enc, val_enc = Encoded.of(vocab, train_split), Encoded.of(vocab, val_split)
     use_aux = cfg.aux_weight > 0 or cfg.pretrain_epochs > 0
     aux_enc = Encoded.of(vocab, aux_split) if aux_split and use_aux else None
