@@ -27,7 +27,6 @@ import re
 import resource
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -58,6 +57,7 @@ from moodwire.records import decode_post, post_from_dict, post_to_dict
 from moodwire.settings import Settings
 from moodwire.stack import manager
 from moodwire.status import collect, serving_model_version
+from private_stack import use_private_stack
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -303,16 +303,7 @@ def main() -> None:
     args = parser.parse_args()
 
     # This run's own servers, whatever the environment points at.
-    for var in ("MOODWIRE_BROKER_URL", "MOODWIRE_DATABASE_URL", "MOODWIRE_REDIS_URL"):
-        os.environ.pop(var, None)
-    state_dir = Path(tempfile.mkdtemp(prefix="moodwire-bench-"))
-    os.environ.update(
-        MOODWIRE_STATE_DIR=str(state_dir),
-        MOODWIRE_STACK_BROKER_PORT="0",
-        MOODWIRE_STACK_POSTGRES_PORT="0",
-        MOODWIRE_STACK_REDIS_PORT="0",
-        MOODWIRE_SESSION_TIMEOUT=os.environ.get("MOODWIRE_SESSION_TIMEOUT", "6"),
-    )
+    state_dir = use_private_stack("moodwire-bench-")
     settings = Settings()
     texts = real_texts(data.default_data_dir())
     if args.limit:

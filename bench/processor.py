@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -35,6 +34,7 @@ from moodwire.settings import Settings
 from moodwire.stack import manager
 from moodwire.stack.ports import free_port
 from moodwire.topics import ensure_topics
+from private_stack import use_private_stack
 
 MOODWIRE = Path(sys.executable).with_name("moodwire")
 
@@ -153,16 +153,7 @@ def main() -> None:
     parser.add_argument("--variants", default="patched,stock")
     args = parser.parse_args()
 
-    for var in ("MOODWIRE_BROKER_URL", "MOODWIRE_DATABASE_URL", "MOODWIRE_REDIS_URL"):
-        os.environ.pop(var, None)
-    state_dir = Path(tempfile.mkdtemp(prefix="moodwire-bench-proc-"))
-    os.environ.update(
-        MOODWIRE_STATE_DIR=str(state_dir),
-        MOODWIRE_STACK_BROKER_PORT="0",
-        MOODWIRE_STACK_POSTGRES_PORT="0",
-        MOODWIRE_STACK_REDIS_PORT="0",
-        MOODWIRE_SESSION_TIMEOUT=os.environ.get("MOODWIRE_SESSION_TIMEOUT", "6"),
-    )
+    state_dir = use_private_stack("moodwire-bench-proc-")
     texts = [t for t in data.load_sentiment140(data.default_data_dir()).texts if t.strip()]
     say(f"starting a private stack in {state_dir}")
     manager.up(Settings())

@@ -121,7 +121,11 @@ def build_vocab(
         units = minilm_pieces(sorted(counts))
         if units is None:
             raise RuntimeError("a WordPiece-only vocabulary needs the MiniLM wheel ('.[train]')")
-        return Vocabulary(sorted(units), subwords=True)
+        # The normaliser's own tokens (@user, emoticons, punctuation runs) stay whole.
+        own = {
+            t for t, c in counts.items() if c >= min_count and not any(ch.isalpha() for ch in t)
+        }
+        return Vocabulary(sorted(units | own | {"@user"}), subwords=True)
     kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
     if not subwords:
         return Vocabulary(kept[: max_vocab - 2])
