@@ -104,3 +104,41 @@ def test_folded_engine_equals_the_network(bidirectional: bool) -> None:
     with torch.inference_mode():
         expected = torch.softmax(net(ids, lengths), dim=1).numpy()
     assert np.abs(engine.predict(texts) - expected).max() < 1e-5
+
+
+def test_wordpiece_only_vocabulary_spells_words_in_units() -> None:
+    """``words=False``: MiniLM's units only; our own tokens (@user, emoticons) stay whole."""
+    from moodwire.model.pretrained import minilm_dir
+    from moodwire.model.train import build_vocab
+
+    if minilm_dir() is None:
+        pytest.skip("MiniLM wheel not installed (the '.[train]' extra)")
+    texts = ["@user i loooove this :) :)", "worst service ever :( @user", "happyish day :)"] * 3
+    vocab = build_vocab(texts, min_count=3, max_vocab=1000, subwords=True, words=False)
+    ids, _ = vocab.encode(["@user happyish :)"])
+    tokens = [vocab.tokens[i] for i in ids]
+    assert tokens[0] == "@user" and tokens[-1] == ":)"
+    assert len(tokens) >= 4 and any(t.startswith("##") for t in tokens), tokens
+    assert "happyish" not in vocab.index and 1 not in ids  # split, yet nothing unknown
+
+
+def test_pretraining_on_sentiment140_learns_two_classes_and_leaves_neutral(
+    data_dir: Path,
+) -> None:
+    """Distant supervision: the 2-way loss falls; the neutral head row is not touched."""
+    from moodwire.model.data import Split, load_sentiment140
+    from moodwire.model.train import _pretrain, build_vocab
+
+    full = load_sentiment140(data_dir)
+    rows = np.random.default_rng(0).permutation(len(full))[:1500]
+    aux = Split([full.texts[i] for i in rows], [full.labels[i] for i in rows])
+    vocab = build_vocab(aux.texts, min_count=2, max_vocab=5000)
+    torch.manual_seed(0)
+    net = GRUClassifier(NetConfig(len(vocab), embedding_dim=16, hidden=8, bidirectional=False))
+    neutral_before = net.head.weight[1].detach().clone()
+    rec = _Recorder()
+    cfg = replace(TINY, pretrain_epochs=4, batch_size=32)
+    _pretrain(net, Encoded.of(vocab, aux), cfg, np.random.default_rng(0), rec)
+    first, last = np.mean(rec.losses[:20]), np.mean(rec.losses[-20:])
+    assert last < first - 0.1, (first, last)
+    assert torch.equal(net.head.weight[1], neutral_before)

@@ -122,9 +122,7 @@ def build_vocab(
         if units is None:
             raise RuntimeError("a WordPiece-only vocabulary needs the MiniLM wheel ('.[train]')")
         # The normaliser's own tokens (@user, emoticons, punctuation runs) stay whole.
-        own = {
-            t for t, c in counts.items() if c >= min_count and not any(ch.isalpha() for ch in t)
-        }
+        own = {t for t, c in counts.items() if c >= min_count and not any(ch.isalpha() for ch in t)}
         return Vocabulary(sorted(units | own | {"@user"}), subwords=True)
     kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
     if not subwords:
