@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from moodwire.db.engine import make_engine
 from moodwire.settings import Settings, get_settings
 from moodwire.stack.ports import free_port
 from moodwire.status import collect
+from support.pipeline import worker_env
 
 
 def _our_processes(topic: str) -> list[psutil.Process]:
@@ -51,20 +51,7 @@ def test_demo_for_a_duration_scores_posts_and_stops_its_children(
 ) -> None:
     web_port = free_port()
     started = datetime.now(UTC)
-    env = {
-        **os.environ,
-        "MOODWIRE_BROKER_URL": str(settings.broker_url),
-        "MOODWIRE_DATABASE_URL": str(settings.database_url),
-        "MOODWIRE_REDIS_URL": str(settings.redis_url),
-        "MOODWIRE_STATE_DIR": str(settings.state_dir),
-        "MOODWIRE_TOPIC_RAW": settings.topic_raw,
-        "MOODWIRE_TOPIC_SCORED": settings.topic_scored,
-        "MOODWIRE_TOPIC_ALERTS": settings.topic_alerts,
-        "MOODWIRE_TOPIC_DEAD_LETTERS": settings.topic_dead_letters,
-        "MOODWIRE_CONSUMER_GROUP": settings.consumer_group,
-        "MOODWIRE_SESSION_TIMEOUT": "6",
-        "MOODWIRE_WEB_API_PORT": str(web_port),
-    }
+    env = worker_env(settings, MOODWIRE_WEB_API_PORT=str(web_port))
     moodwire = str(Path(sys.executable).with_name("moodwire"))
     proc = subprocess.Popen(
         [moodwire, "demo", "--duration", "20", "--rate", "150", "--seed", "2"],
