@@ -68,7 +68,7 @@ def test_saved_model_files_and_version(tiny: tuple[Path, _Recorder]) -> None:
     out, _ = tiny
     version = artifact.model_version(out)
     name, _, digest = version.partition("+")
-    assert name == "moodwire-gru-1.0.0" and len(digest) == 8
+    assert name == "moodwire-gru-1.1.0" and len(digest) == 8
     assert InferenceEngine.load(out, device="cpu").model_version == version
     assert (out / "weights.safetensors").stat().st_size < 20 * 2**20
 
@@ -142,3 +142,23 @@ def test_pretraining_on_sentiment140_learns_two_classes_and_leaves_neutral(
     first, last = np.mean(rec.losses[:20]), np.mean(rec.losses[-20:])
     assert last < first - 0.1, (first, last)
     assert torch.equal(net.head.weight[1], neutral_before)
+
+
+def test_student_learns_from_teacher_alone(
+    tiny: tuple[Path, _Recorder], data_dir: Path, tmp_path: Path
+) -> None:
+    """``distill_weight=1``: the labels are unused, so all a student knows comes from the
+    teacher's probabilities (on train and on sentiment140's texts). It must agree with it."""
+    teacher, _ = tiny
+    cfg = replace(
+        TINY, teachers=(str(teacher),), distill_weight=1.0, seed=5, max_train=1500, epochs=2
+    )
+    result = train(data_dir, tmp_path / "student", cfg)
+    val = load_split(data_dir, "val")
+    taught = InferenceEngine.load(teacher, device="cpu").predict(val.texts).argmax(axis=1)
+    student = InferenceEngine.load(result.out_dir, device="cpu").predict(val.texts).argmax(axis=1)
+    agreement = float((taught == student).mean())
+    assert agreement > 0.7, agreement
+    assert artifact.load(result.out_dir).config["train"]["teachers"] == [
+        artifact.model_version(teacher)
+    ]

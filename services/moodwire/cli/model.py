@@ -72,6 +72,27 @@ def train(
         int | None,
         typer.Option(help="Epochs of 2-class pre-training on sentiment140 before TweetEval."),
     ] = None,
+    teacher: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--teacher",
+            help="Distil from this saved model (repeat for an ensemble: probabilities averaged).",
+        ),
+    ] = None,
+    distill_weight: Annotated[
+        float | None, typer.Option(help="Share of the teachers' soft loss on train (0-1).")
+    ] = None,
+    transfer: Annotated[
+        bool | None,
+        typer.Option(
+            "--transfer/--no-transfer",
+            help="With --teacher: also learn the teachers' labels of sentiment140's texts.",
+        ),
+    ] = None,
+    extra_vocab: Annotated[
+        bool | None,
+        typer.Option("--extra-vocab/--train-vocab", help="Also take words seen in sentiment140."),
+    ] = None,
 ) -> None:
     """Train on TweetEval train, select on val, save the folded model and its card."""
     from dataclasses import replace
@@ -88,7 +109,18 @@ def train(
         "threads": threads,
         "pretrain_epochs": pretrain_epochs,
         "words": words,
+        "teachers": tuple(str(t) for t in teacher) if teacher else None,
+        "distill_weight": distill_weight,
+        "transfer": transfer,
+        "extra_vocab": extra_vocab,
     }
+    for path in teacher or []:
+        if not (path / "config.json").is_file():
+            raise typer.BadParameter(
+                f"{path} is not a saved model (no config.json)", param_hint="--teacher"
+            )
+    if distill_weight is not None and not 0 <= distill_weight <= 1:
+        raise typer.BadParameter("must be between 0 and 1", param_hint="--distill-weight")
     config = replace(TrainConfig(), **{k: v for k, v in given.items() if v is not None})
     columns = (
         TextColumn("{task.description}"),
@@ -102,6 +134,43 @@ def train(
     console.print(
         f"saved {result.model_version} to {out} in {result.seconds:.0f} s: best epoch "
         f"{result.best_epoch}, val macro-recall {result.val.macro_recall:.4f}"
+    )
+
+
+def train_teacher(
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Shared data dir (default ../shared/data).")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", help="Teacher directory to write.")] = Path(
+        "build/teacher"
+    ),
+    epochs: Annotated[int | None, typer.Option(help="Fine-tuning epochs.")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads.")] = None,
+    max_train: Annotated[
+        int | None, typer.Option(help="Train on a random slice (quick runs).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+) -> None:
+    """Fine-tune MiniLM-L6 as a teacher for `model train --teacher` (never served)."""
+    from dataclasses import replace
+
+    from moodwire.model.teacher import TeacherConfig
+    from moodwire.model.teacher import train_teacher as run
+
+    given = {"epochs": epochs, "threads": threads, "max_train": max_train, "seed": seed}
+    config = replace(TeacherConfig(), **{k: v for k, v in given.items() if v is not None})
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[val]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        teacher = run(_data_dir(data), out, config, progress=_Bar(progress))
+    console.print(
+        f"saved {teacher.version} to {out}: val macro-recall "
+        f"{teacher.config['val_macro_recall']:.4f}, temperature {teacher.config['temperature']:.2f}"
     )
 
 
@@ -149,5 +218,6 @@ def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
     group = typer.Typer(help="Train and evaluate the GRU sentiment model.", no_args_is_help=True)
     group.command("train")(train)
+    group.command("train-teacher")(train_teacher)
     group.command("eval")(evaluate)
     app.add_typer(group, name="model")

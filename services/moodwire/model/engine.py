@@ -126,6 +126,12 @@ class InferenceEngine:
         )
         return engine
 
+    def close(self) -> None:
+        """Stop the worker threads (a later ``predict`` runs on the caller's thread)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def predict(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """[p_neg, p_neu, p_pos] per text, in input order. Any string is accepted."""
         n = len(texts)

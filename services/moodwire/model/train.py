@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from moodwire.logs import get_logger
-from moodwire.model import artifact, card, data, metrics
+from moodwire.model import artifact, card, data, metrics, teacher
 from moodwire.model.engine import InferenceEngine
 from moodwire.model.network import GRUClassifier, NetConfig, fold
 from moodwire.model.pretrained import EMBEDDING_DIM, minilm_pieces, minilm_word_vectors
@@ -32,7 +32,8 @@ IntArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Defaults = the shipped model's recipe (the model card gives the reasons)."""
+    """Defaults = the recipe without a teacher (1.0.0). The shipped 1.1.0 adds a MiniLM
+    teacher, sentiment140 words, 5 epochs and seed 7: the model card's "Reproduce"."""
 
     hidden: int = 64
     bidirectional: bool = False
@@ -53,6 +54,11 @@ class TrainConfig:
     pretrained: bool = True
     aux_weight: float = 0.0  # weight of the sentiment140 2-class loss (0: not used)
     pretrain_epochs: int = 0  # epochs of 2-class pre-training on sentiment140 first (0: none)
+    # Distillation: saved models whose averaged probabilities the student also learns, on
+    # train and (``transfer``) on sentiment140's texts, whose own 2-class labels are unused.
+    teachers: tuple[str, ...] = ()
+    distill_weight: float = 0.7  # share of the teacher's soft loss on train (rest: labels)
+    transfer: bool = True
     max_train: int | None = None  # a slice of train, for quick tests
     threads: int | None = None
 
@@ -82,12 +88,16 @@ class Encoded:
     starts: IntArray
     lengths: IntArray
     labels: IntArray
+    soft: torch.Tensor | None = None  # teacher probabilities [N, 3], when distilling
 
     @classmethod
-    def of(cls, vocab: Vocabulary, split: data.Split) -> Encoded:
+    def of(
+        cls, vocab: Vocabulary, split: data.Split, soft: npt.NDArray[np.float32] | None = None
+    ) -> Encoded:
         ids, lengths = vocab.encode(split.texts)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
-        return cls(ids, starts, lengths, np.asarray(split.labels, dtype=np.int64))
+        labels = np.asarray(split.labels, dtype=np.int64)
+        return cls(ids, starts, lengths, labels, None if soft is None else torch.from_numpy(soft))
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -206,6 +216,33 @@ def _pretrain(
         log.info("pre-training epoch done", extra={"epoch": epoch})
 
 
+def teacher_probs(teachers: tuple[str, ...], texts: list[str]) -> npt.NDArray[np.float32]:
+    """The teachers' calibrated probabilities, averaged (an ensemble's soft labels)."""
+    total = np.zeros((len(texts), 3), dtype=np.float32)
+    for path in teachers:
+        if teacher.is_teacher(Path(path)):
+            total += teacher.Teacher.load(Path(path)).predict(texts)
+        else:
+            engine = InferenceEngine.load(path, device="cpu")
+            total += engine.predict(texts)
+            engine.close()
+        log.info("teacher scored", extra={"teacher": _version(path), "texts": len(texts)})
+    total /= len(teachers)
+    return total
+
+
+def _version(path: str) -> str:
+    """A teacher's version: a MiniLM teacher's own, or a saved GRU's model version."""
+    if teacher.is_teacher(Path(path)):
+        return teacher.version_of(Path(path))
+    return artifact.model_version(Path(path))
+
+
+def _soft_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets (= KL to the teacher, up to a constant)."""
+    return -(target * nn.functional.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
 def _seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -221,8 +258,8 @@ def train(
     cfg = config or TrainConfig()
     prog = progress or _Quiet()
     started = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    threads = cfg.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
     _seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
@@ -233,14 +270,24 @@ def train(
             [train_split.texts[i] for i in idx], [train_split.labels[i] for i in idx]
         )
     val_split = data.load_split(data_dir, "val")
-    needs_aux = cfg.aux_weight > 0 or cfg.extra_vocab or cfg.pretrain_epochs > 0
+    distill = bool(cfg.teachers)
+    transfer = distill and cfg.transfer
+    needs_aux = cfg.aux_weight > 0 or cfg.extra_vocab or cfg.pretrain_epochs > 0 or transfer
     aux_split = data.load_sentiment140(data_dir) if needs_aux else None
 
     vocab_texts = train_split.texts + (aux_split.texts if aux_split and cfg.extra_vocab else [])
     vocab = build_vocab(vocab_texts, cfg.min_count, cfg.max_vocab, cfg.subwords, cfg.words)
-    train_enc, val_enc = Encoded.of(vocab, train_split), Encoded.of(vocab, val_split)
+    train_soft = teacher_probs(cfg.teachers, train_split.texts) if distill else None
+    train_enc = Encoded.of(vocab, train_split, train_soft)
+    val_enc = Encoded.of(vocab, val_split)
     use_aux = cfg.aux_weight > 0 or cfg.pretrain_epochs > 0
     aux_enc = Encoded.of(vocab, aux_split) if aux_split and use_aux else None
+    transfer_enc = (
+        Encoded.of(vocab, aux_split, teacher_probs(cfg.teachers, aux_split.texts))
+        if aux_split is not None and transfer
+        else None
+    )
+    torch.set_num_threads(threads)  # loading a teacher's engine set it to one thread
 
     net_cfg = NetConfig(
         vocab_size=len(vocab),
@@ -284,13 +331,24 @@ def train(
         model.train()
         prog.start_epoch(epoch, steps_per_epoch)
         aux_iter = _batches(aux_train, cfg.batch_size, rng, True) if aux_train else None
+        transfer_iter = _batches(transfer_enc, cfg.batch_size, rng, True) if transfer_enc else None
         total = 0.0
         for rows in _batches(train_enc, cfg.batch_size, rng, shuffle=True):
             ids, lengths = train_enc.padded(rows)
             if cfg.word_dropout > 0:
                 drop = torch.rand(ids.shape) < cfg.word_dropout
                 ids = ids.masked_fill(drop & (ids > 0), 1)
-            loss = loss_fn(model(ids, lengths), torch.from_numpy(train_enc.labels[rows]))
+            logits = model(ids, lengths)
+            loss = loss_fn(logits, torch.from_numpy(train_enc.labels[rows]))
+            if train_enc.soft is not None:
+                soft = _soft_loss(logits, train_enc.soft[torch.from_numpy(rows)])
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * soft
+            if transfer_iter is not None and transfer_enc is not None:
+                t_rows = next(transfer_iter, None)
+                if t_rows is not None and transfer_enc.soft is not None:
+                    t_ids, t_lengths = transfer_enc.padded(t_rows)
+                    t_logits = model(t_ids, t_lengths)
+                    loss = loss + _soft_loss(t_logits, transfer_enc.soft[torch.from_numpy(t_rows)])
             if aux_iter is not None and aux_train is not None:
                 aux_rows = next(aux_iter, None)
                 if aux_rows is not None:
@@ -323,7 +381,11 @@ def train(
         "hidden": cfg.hidden,
         "directions": net_cfg.directions,
         "temperature": temperature,
-        "train": asdict(cfg),
+        # Teachers by model version: their paths are local to the machine that trained.
+        "train": {
+            **asdict(cfg),
+            "teachers": [_version(t) for t in cfg.teachers],
+        },
         "vocab_size": len(vocab),
         "subwords": vocab.subwords,
         "best_epoch": best_epoch,

@@ -60,6 +60,8 @@ class Scorer(Protocol):
 
     def predict(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
 
+    def close(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
@@ -231,6 +233,8 @@ class BatchProcessor:
         self._model_thread.shutdown(wait=True)
         self._io_thread.shutdown(wait=True)
         self._postgres.close()
+        self._aggregates.close()
+        self._engine.close()
 
     async def process(self, records: Sequence[RawRecord]) -> BatchReport:
         """The whole step for one batch: :meth:`prepare`, then :meth:`write`."""

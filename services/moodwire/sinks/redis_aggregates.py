@@ -131,6 +131,9 @@ class RedisAggregates:
         self._client = client
         self._apply = client.register_script(_APPLY_LUA)
 
+    def close(self) -> None:
+        self._client.close()
+
     def apply(self, model_version: str, topic: str, records: Sequence[Countable]) -> int:
         """Count every record not counted before; returns how many were counted now.
 
