@@ -33,6 +33,14 @@ from support.pipeline import (
 N = 2000
 
 
+def scored_exactly(settings: Settings, worker: Worker, version: str, n: int) -> None:
+    """Wait for ``n`` scores while the worker lives, then: exactly ``n`` rows, exact aggregates."""
+    wait_until(lambda: count_scores(settings, version) >= n or not worker.alive(), 120, f"{n}")
+    assert worker.alive(), worker.tail()
+    assert count_scores(settings, version) == n
+    assert_aggregates_exact(settings, version, n)
+
+
 def test_n_real_tweets_in_n_rows_and_exact_aggregates_out(
     settings: Settings, spawn_worker: Callable[..., Worker], redis_client: object
 ) -> None:
@@ -40,10 +48,7 @@ def test_n_real_tweets_in_n_rows_and_exact_aggregates_out(
     worker = spawn_worker()
     produce_posts(settings, posts)
     version = serving_version()
-    wait_until(lambda: count_scores(settings, version) >= N or not worker.alive(), 120, "N scores")
-    assert worker.alive(), worker.tail()
-    assert count_scores(settings, version) == N
-    assert_aggregates_exact(settings, version, N)
+    scored_exactly(settings, worker, version, N)
     # The scored topic has every post, keyed by post, each key in one partition.
     scored = read_topic(settings, settings.topic_scored, N)
     partition_of: dict[bytes, set[int]] = {}
@@ -81,11 +86,7 @@ def test_kill_9_mid_stream_and_restart_keeps_rows_and_aggregates_exact(
     # Offsets commit every few seconds: a fresh kill leaves stored posts uncommitted, so the
     # restart must see them again (else this test would prove nothing about redelivery).
     assert committed_total(settings) < stored_at_kill
-    second = spawn_worker()
-    wait_until(lambda: count_scores(settings, version) >= N or not second.alive(), 120, "N")
-    assert second.alive(), second.tail()
-    assert count_scores(settings, version) == N
-    assert_aggregates_exact(settings, version, N)
+    scored_exactly(settings, spawn_worker(), version, N)
 
 
 def test_one_batch_at_a_time_is_exact_and_acks_what_it_wrote(
@@ -96,10 +97,7 @@ def test_one_batch_at_a_time_is_exact_and_acks_what_it_wrote(
     version = serving_version()
     worker = spawn_worker(MOODWIRE_OVERLAP_BATCHES="false", MOODWIRE_MAX_BATCH="100")
     produce_posts(settings, posts)
-    wait_until(lambda: count_scores(settings, version) >= n or not worker.alive(), 120, "n")
-    assert worker.alive(), worker.tail()
-    assert count_scores(settings, version) == n
-    assert_aggregates_exact(settings, version, n)
+    scored_exactly(settings, worker, version, n)
     # Acked by hand after each write: the committed offsets reach the end of the topic.
     wait_until(lambda: committed_total(settings) >= n, 60, "offsets committed")
     assert committed_total(settings) == n
@@ -125,11 +123,7 @@ def test_crash_right_after_the_redis_write_keeps_aggregates_exact(
     assert counted > 0  # the crashed batch did reach Redis
     assert count_scores(settings, version) == (0 if point == "redis" else counted)
     assert committed_total(settings) == 0
-    second = spawn_worker()
-    wait_until(lambda: count_scores(settings, version) >= n or not second.alive(), 120, "n")
-    assert second.alive(), second.tail()
-    assert count_scores(settings, version) == n
-    assert_aggregates_exact(settings, version, n)
+    scored_exactly(settings, spawn_worker(), version, n)
 
 
 def test_two_workers_in_one_group_share_all_partitions_and_stay_exact(

@@ -16,20 +16,27 @@ console = Console(stderr=True)
 
 
 class _Bar:
-    """Rich progress bar: loss as it falls, val macro-recall after each epoch."""
+    """Rich progress bar: loss as it falls, val macro-recall after each epoch. Where stderr
+    is not a terminal (a log file, CI), a line every tenth of an epoch instead."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.task = progress.add_task("train", total=None, loss=float("nan"), val="-")
         self.loss = 0.0
+        self.name, self.steps, self.done = "", 0, 0
 
     def start_epoch(self, epoch: int, steps: int) -> None:
-        name = f"epoch {epoch}" if epoch > 0 else f"pre-train {-epoch}"
-        self.progress.reset(self.task, total=steps, description=name)
+        self.name = f"epoch {epoch}" if epoch > 0 else f"pre-train {-epoch}"
+        self.steps, self.done = steps, 0
+        self.progress.reset(self.task, total=steps, description=self.name)
 
     def step(self, loss: float) -> None:
         self.loss = loss if self.loss == 0.0 else 0.95 * self.loss + 0.05 * loss
         self.progress.update(self.task, advance=1, loss=self.loss)
+        self.done += 1
+        tenth = max(1, self.steps // 10)
+        if not console.is_terminal and self.done % tenth == 0 and self.done < self.steps:
+            console.print(f"{self.name}: step {self.done}/{self.steps}, loss {self.loss:.4f}")
 
     def end_epoch(self, epoch: int, val_macro_recall: float, best: float) -> None:
         self.progress.update(self.task, val=f"{val_macro_recall:.4f} (best {best:.4f})")
@@ -105,6 +112,12 @@ def train(
         bool | None,
         typer.Option("--extra-vocab/--train-vocab", help="Also take words seen in sentiment140."),
     ] = None,
+    augment: Annotated[
+        int | None,
+        typer.Option(
+            help="With --teacher: perturbed copies of each train tweet for the teachers to label."
+        ),
+    ] = None,
 ) -> None:
     """Train on TweetEval train, select on val, save the folded model and its card."""
     from dataclasses import replace
@@ -125,12 +138,19 @@ def train(
         "distill_weight": distill_weight,
         "transfer": transfer,
         "extra_vocab": extra_vocab,
+        "augment": augment,
     }
     for path in teacher or []:
         if not (path / "config.json").is_file():
             raise typer.BadParameter(
                 f"{path} is not a saved model (no config.json)", param_hint="--teacher"
             )
+    if augment and not teacher:
+        raise typer.BadParameter(
+            "needs --teacher (the copies carry no labels)", param_hint="--augment"
+        )
+    if augment is not None and augment < 0:
+        raise typer.BadParameter("must be 0 or more", param_hint="--augment")
     if distill_weight is not None and not 0 <= distill_weight <= 1:
         raise typer.BadParameter("must be between 0 and 1", param_hint="--distill-weight")
     config = replace(TrainConfig(), **{k: v for k, v in given.items() if v is not None})

@@ -13,24 +13,19 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
 from moodwire.model.labels import LABELS
+from moodwire.model.scorer import Scorer
 
 MAX_ERROR_INPUT = 200  # characters of an unparseable line echoed back in its error record
 # orjson reads integers beyond 64 bits as floats; such lines go through the stdlib parser so
 # that every field comes back unchanged.
 _BIG_INT = re.compile(rb"\d{19,}")
-
-
-class Scorer(Protocol):
-    model_version: str
-
-    def predict(self, texts: list[str]) -> npt.NDArray[np.float32]: ...
 
 
 @dataclass

@@ -21,6 +21,7 @@ from torch import nn
 
 from moodwire.logs import get_logger
 from moodwire.model import artifact, card, data, metrics, teacher
+from moodwire.model.augment import augment
 from moodwire.model.engine import InferenceEngine
 from moodwire.model.network import GRUClassifier, NetConfig, fold
 from moodwire.model.pretrained import EMBEDDING_DIM, minilm_pieces, minilm_word_vectors
@@ -59,6 +60,7 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()
     distill_weight: float = 0.7  # share of the teacher's soft loss on train (rest: labels)
     transfer: bool = True
+    augment: int = 0  # perturbed copies of train for the teachers to label (transfer set)
     max_train: int | None = None  # a slice of train, for quick tests
     threads: int | None = None
 
@@ -237,6 +239,25 @@ def teacher_probs(teachers: tuple[str, ...], texts: list[str]) -> npt.NDArray[np
     return total
 
 
+def _transfer_set(
+    cfg: TrainConfig, vocab: Vocabulary, train_split: data.Split, aux_split: data.Split | None
+) -> Encoded | None:
+    """Texts the student learns from the teachers alone: sentiment140's and perturbed
+    copies of train. Their own labels, where they have any, are not used."""
+    texts: list[str] = []
+    soft: list[npt.NDArray[np.float32]] = []
+    if aux_split is not None:
+        texts += aux_split.texts
+        soft.append(teacher_probs(cfg.teachers, aux_split.texts))
+    if cfg.augment:
+        copies = [t for t in augment(train_split.texts, cfg.augment) if t.strip()]
+        texts += copies
+        soft.append(teacher_probs(cfg.teachers, copies))
+    if not texts:
+        return None
+    return Encoded.of(vocab, data.Split(texts, [-1] * len(texts)), np.concatenate(soft))
+
+
 def _version(path: str) -> str:
     """A teacher's version: a MiniLM teacher's own, or a saved GRU's model version."""
     if teacher.is_teacher(Path(path)):
@@ -277,6 +298,8 @@ def train(
         )
     val_split = data.load_split(data_dir, "val")
     distill = bool(cfg.teachers)
+    if cfg.augment and not distill:
+        raise ValueError("augment needs a teacher: the perturbed copies carry no labels")
     transfer = distill and cfg.transfer
     needs_aux = cfg.aux_weight > 0 or cfg.extra_vocab or cfg.pretrain_epochs > 0 or transfer
     aux_split = data.load_sentiment140(data_dir) if needs_aux else None
@@ -288,11 +311,7 @@ def train(
     val_enc = Encoded.of(vocab, val_split)
     use_aux = cfg.aux_weight > 0 or cfg.pretrain_epochs > 0
     aux_enc = Encoded.of(vocab, aux_split) if aux_split and use_aux else None
-    transfer_enc = (
-        Encoded.of(vocab, aux_split, teacher_probs(cfg.teachers, aux_split.texts))
-        if aux_split is not None and transfer
-        else None
-    )
+    transfer_enc = _transfer_set(cfg, vocab, train_split, aux_split if transfer else None)
     torch.set_num_threads(threads)  # loading a teacher's engine set it to one thread
 
     net_cfg = NetConfig(

@@ -28,13 +28,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from moodwire.brands import BrandMatcher
 from moodwire.logs import get_logger
+from moodwire.model.scorer import Scorer
 from moodwire.records import (
     DeadLetter,
     InvalidRecord,
@@ -51,16 +52,6 @@ from moodwire.sinks.redis_aggregates import Countable, RedisAggregates
 log = get_logger(__name__)
 T = TypeVar("T")
 STAGE = "process"
-
-
-class Scorer(Protocol):
-    """What the batch step needs of ``moodwire.model.engine.InferenceEngine``."""
-
-    model_version: str
-
-    def predict(self, texts: Sequence[str]) -> npt.NDArray[np.float32]: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,8 @@ from sqlalchemy import Connection, Engine, text
 
 from moodwire.db.engine import make_engine
 from moodwire.logs import get_logger
-from moodwire.process.batch import Scorer, countable, fault_point, scored_posts
+from moodwire.model.scorer import Scorer
+from moodwire.process.batch import countable, fault_point, scored_posts
 from moodwire.redis_client import connect
 from moodwire.replay import posts
 from moodwire.replay.journal import Chunk, Journal
