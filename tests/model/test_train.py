@@ -161,3 +161,21 @@ def test_student_learns_from_teacher_alone(
     assert artifact.load(result.out_dir).config["train"]["teachers"] == [
         artifact.model_version(teacher)
     ]
+
+
+def test_cli_train_logs_progress_lines_when_not_on_a_terminal(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """A log file or CI gets a line every tenth of an epoch, and the epoch's val score."""
+    from typer.testing import CliRunner
+
+    from moodwire.cli.app import app
+
+    out = tmp_path / "m"
+    args = ["model", "train", "--data", str(data_dir), "--out", str(out), "--max-train", "1000"]
+    result = CliRunner().invoke(app, [*args, "--epochs", "1", "--patience", "1", "--hidden", "8"])
+    assert result.exit_code == 0, result.output
+    steps = [line for line in result.output.splitlines() if line.startswith("epoch 1: step ")]
+    assert len(steps) >= 5, result.output  # 16 steps of 64 tweets: one line per step here
+    assert "epoch 1: val macro-recall" in result.output
+    assert artifact.load(out).config["train"]["patience"] == 1

@@ -74,6 +74,9 @@ def train(
     epochs: Annotated[
         int | None, typer.Option(help="Most epochs (early stopping on val macro-recall).")
     ] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after this many epochs without a better val.")
+    ] = None,
     hidden: Annotated[int | None, typer.Option(help="GRU hidden size per direction.")] = None,
     bidirectional: Annotated[
         bool | None, typer.Option("--bidirectional/--forward", help="GRU directions.")
@@ -127,6 +130,7 @@ def train(
 
     given: dict[str, Any] = {
         "epochs": epochs,
+        "patience": patience,
         "hidden": hidden,
         "bidirectional": bidirectional,
         "seed": seed,

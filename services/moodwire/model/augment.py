@@ -17,21 +17,17 @@ SEED = 2019
 
 def augment(
     texts: list[str],
-    copies: int,
+    copy: int = 0,
     drop: float = 0.1,
     swap: float = 0.1,
     window: float = 0.25,
-    seed: int = SEED,
 ) -> list[str]:
-    """``copies`` perturbed versions of each text (text-major order). Deterministic."""
-    rng = np.random.default_rng(seed)
+    """The ``copy``-th perturbed version of each text. Deterministic: copy ``k`` is always
+    the same, so a teacher's cached scores of it serve any later ``--augment`` above ``k``."""
+    rng = np.random.default_rng(SEED + copy)
     words = [t.split() for t in texts]
     corpus = [w for ws in words for w in ws]
-    out: list[str] = []
-    for _ in range(copies):
-        for ws in words:
-            out.append(" ".join(_perturb(ws, corpus, rng, drop, swap, window)) if ws else "")
-    return out
+    return [" ".join(_perturb(ws, corpus, rng, drop, swap, window)) if ws else "" for ws in words]
 
 
 def _perturb(

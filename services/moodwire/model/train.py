@@ -249,10 +249,10 @@ def _transfer_set(
     if aux_split is not None:
         texts += aux_split.texts
         soft.append(teacher_probs(cfg.teachers, aux_split.texts))
-    if cfg.augment:
-        copies = [t for t in augment(train_split.texts, cfg.augment) if t.strip()]
-        texts += copies
-        soft.append(teacher_probs(cfg.teachers, copies))
+    for copy in range(cfg.augment):
+        perturbed = [t for t in augment(train_split.texts, copy) if t.strip()]
+        texts += perturbed
+        soft.append(teacher_probs(cfg.teachers, perturbed))
     if not texts:
         return None
     return Encoded.of(vocab, data.Split(texts, [-1] * len(texts)), np.concatenate(soft))
