@@ -115,6 +115,13 @@ def train(
         bool | None,
         typer.Option("--extra-vocab/--train-vocab", help="Also take words seen in sentiment140."),
     ] = None,
+    select: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--select",
+            help="Split(s) that pick the epoch: val (default), devtest; repeat to combine.",
+        ),
+    ] = None,
     augment: Annotated[
         int | None,
         typer.Option(
@@ -122,7 +129,7 @@ def train(
         ),
     ] = None,
 ) -> None:
-    """Train on TweetEval train, select on val, save the folded model and its card."""
+    """Train on TweetEval train, select on val (never test), save the model and its card."""
     from dataclasses import replace
 
     from moodwire.model.train import TrainConfig
@@ -143,6 +150,7 @@ def train(
         "transfer": transfer,
         "extra_vocab": extra_vocab,
         "augment": augment,
+        "select": tuple(select) if select else None,
     }
     for path in teacher or []:
         if not (path / "config.json").is_file():
@@ -153,6 +161,9 @@ def train(
         raise typer.BadParameter(
             "needs --teacher (the copies carry no labels)", param_hint="--augment"
         )
+    for name in select or []:
+        if name not in ("val", "devtest"):
+            raise typer.BadParameter(f"{name!r}: use val or devtest", param_hint="--select")
     if augment is not None and augment < 0:
         raise typer.BadParameter("must be 0 or more", param_hint="--augment")
     if distill_weight is not None and not 0 <= distill_weight <= 1:

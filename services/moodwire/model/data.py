@@ -10,6 +10,10 @@ from moodwire.settings import REPO_ROOT
 
 TWEETEVAL = "tweeteval-sentiment"
 SENTIMENT140 = "sentiment140/sample100k"
+SEMEVAL = "semeval2017-task4a-english"
+# Not in TweetEval train or val (their SOURCE.md): 2016 tweets, a second selection set.
+DEVTEST = "twitter-2016devtest-A.txt"
+_LABEL_IDS = {"negative": 0, "neutral": 1, "positive": 2}
 
 
 def default_data_dir() -> Path:
@@ -53,14 +57,51 @@ def tweeteval_dir(data_dir: Path) -> Path:
 
 
 def load_split(data_dir: Path, name: str) -> Split:
-    """``train`` (the reconstructed train set), ``val`` or ``test`` of TweetEval sentiment."""
+    """``train`` (the reconstructed train set), ``val`` or ``test`` of TweetEval sentiment,
+    or ``devtest``: SemEval 2016 devtest, formatted as TweetEval, less any text of train or
+    val."""
     root = tweeteval_dir(data_dir)
     if name == "train":
         sub = root / "train_reconstructed"
         return _paired(sub / "train_text.txt", sub / "train_labels.txt")
     if name in ("val", "test"):
         return _paired(root / f"{name}_text.txt", root / f"{name}_labels.txt")
-    raise ValueError(f"unknown split {name!r}: use train, val or test")
+    if name == "devtest":
+        return _devtest(data_dir)
+    raise ValueError(f"unknown split {name!r}: use train, val, devtest or test")
+
+
+def load_splits(data_dir: Path, names: tuple[str, ...]) -> Split:
+    """Several splits as one (a selection set of val + devtest, say)."""
+    parts = [load_split(data_dir, n) for n in names]
+    return Split([t for p in parts for t in p.texts], [y for p in parts for y in p.labels])
+
+
+def tweeteval_format(raw: str) -> str:
+    """A SemEval tweet as TweetEval wrote it (the rule that rebuilt train; it reproduces
+    every val line): no ``http`` tokens, handles as ``@user``, one trailing space."""
+    words = [
+        "@user" if w.startswith(("@", '"@')) else w
+        for w in raw.rstrip("\t").split(" ")
+        if not w.startswith("http")
+    ]
+    return " ".join(words) + " "
+
+
+def _devtest(data_dir: Path) -> Split:
+    path = data_dir / SEMEVAL / DEVTEST
+    seen = set(load_split(data_dir, "train").texts) | set(load_split(data_dir, "val").texts)
+    texts, labels = [], []
+    for line in _lines(path):
+        fields = line.split("\t")
+        if len(fields) < 3 or fields[1] not in _LABEL_IDS:
+            continue  # the file's one tweet broken by a newline
+        text = tweeteval_format("\t".join(fields[2:]))
+        if text not in seen:
+            seen.add(text)
+            texts.append(text)
+            labels.append(_LABEL_IDS[fields[1]])
+    return Split(texts, labels)
 
 
 def load_sentiment140(data_dir: Path) -> Split:
