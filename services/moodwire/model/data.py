@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from moodwire.settings import REPO_ROOT
 
 TWEETEVAL = "tweeteval-sentiment"
@@ -32,6 +34,11 @@ class Split:
 
     def head(self, n: int) -> Split:
         return Split(self.texts[:n], self.labels[:n])
+
+    def sample(self, n: int, rng: np.random.Generator) -> Split:
+        """``n`` rows drawn at random without repeats (a quick slice for tests)."""
+        keep = rng.permutation(len(self))[:n]
+        return Split([self.texts[i] for i in keep], [self.labels[i] for i in keep])
 
 
 def _lines(path: Path) -> list[str]:

@@ -173,10 +173,7 @@ def train_teacher(
 
     train_split = data.load_split(data_dir, "train")
     if cfg.max_train:
-        keep = rng.permutation(len(train_split))[: cfg.max_train]
-        train_split = data.Split(
-            [train_split.texts[i] for i in keep], [train_split.labels[i] for i in keep]
-        )
+        train_split = train_split.sample(cfg.max_train, rng)
     val_split = data.load_split(data_dir, "val")
     tokenizer = _tokenizer(cfg.max_tokens)
     ids, mask = _encode(tokenizer, train_split.texts)

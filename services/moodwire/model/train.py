@@ -297,10 +297,7 @@ def train(
 
     train_split = data.load_split(data_dir, "train")
     if cfg.max_train:
-        idx = rng.permutation(len(train_split))[: cfg.max_train]
-        train_split = data.Split(
-            [train_split.texts[i] for i in idx], [train_split.labels[i] for i in idx]
-        )
+        train_split = train_split.sample(cfg.max_train, rng)
     val_split = data.load_splits(data_dir, cfg.select)
     distill = bool(cfg.teachers)
     if cfg.augment and not distill:
