@@ -78,6 +78,10 @@ def train(
         int | None, typer.Option(help="Stop after this many epochs without a better val.")
     ] = None,
     hidden: Annotated[int | None, typer.Option(help="GRU hidden size per direction.")] = None,
+    max_vocab: Annotated[
+        int | None,
+        typer.Option(help="Most vocabulary entries (6 x hidden bytes of weights each, per direction)."),
+    ] = None,
     bidirectional: Annotated[
         bool | None, typer.Option("--bidirectional/--forward", help="GRU directions.")
     ] = None,
@@ -139,6 +143,7 @@ def train(
         "epochs": epochs,
         "patience": patience,
         "hidden": hidden,
+        "max_vocab": max_vocab,
         "bidirectional": bidirectional,
         "seed": seed,
         "max_train": max_train,

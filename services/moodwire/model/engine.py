@@ -75,10 +75,14 @@ class InferenceEngine:
         # One table for both directions: the backward direction's rows follow the forward's.
         self._table = gates_x.reshape(self.directions * vocab_size, three_h).contiguous()
         self._offsets = (torch.arange(self.directions) * vocab_size).view(-1, 1)
-        self._w_hh = t["w_hh"]
-        self._b_hh = t["b_hh"]
-        self._head_w = t["head_weight"].T.contiguous()
-        self._head_b = t["head_bias"]
+        # The state runs as u = (h + 1) / 2, so that the new state is lerp(sigmoid(.), u, z)
+        # with no "2 * s - 1" step: h = 2u - 1 is folded into the weights that read the
+        # state (two element-wise ops fewer per step).
+        w_hh, head_w = t["w_hh"], t["head_weight"].T
+        self._w_hh = (2 * w_hh).contiguous()
+        self._b_hh = t["b_hh"] - w_hh.sum(dim=1, keepdim=True)
+        self._head_w = (2 * head_w).contiguous()
+        self._head_b = t["head_bias"] - head_w.sum(dim=0)
         self._inv_temperature = 1.0 / model.temperature
         self._dtype = dtype
         self._lock = threading.Lock()
@@ -184,23 +188,24 @@ class InferenceEngine:
         # Every step's state, written in place by the last op of the step; rows that have
         # ended keep zeros there (masked out of the max below).
         states = torch.zeros(steps, dirs, batch, h_dim, device=dev, dtype=dt)
-        h = torch.zeros(dirs, batch, h_dim, device=dev, dtype=dt)
+        u = torch.full((dirs, batch, h_dim), 0.5, device=dev, dtype=dt)  # h = 0
+        # [T, D, B, 3H]: every step's input gates in one gather, updated in place below
+        xs = torch.nn.functional.embedding(index, self._table)
         for t in range(steps):
             k = active[t]
-            if k < h.shape[1]:
-                h = h[:, :k]
-            # [D, k, 3H]: a fresh tensor, updated in place
-            x = torch.nn.functional.embedding(index[t, :, :k], self._table)
-            g = torch.baddbmm(self._b_hh, h, self._w_hh)
+            if k < u.shape[1]:
+                u = u[:, :k]
+            x = xs[t, :, :k]
+            g = torch.baddbmm(self._b_hh, u, self._w_hh)
             rz = x[..., : 2 * h_dim].add_(g[..., : 2 * h_dim]).sigmoid_()
+            # sigmoid(2a) = (tanh(a) + 1) / 2: the candidate state n, in u's scale
             n = x[..., 2 * h_dim :].addcmul_(rz[..., :h_dim], g[..., 2 * h_dim :]).sigmoid_()
-            n.mul_(2.0).sub_(1.0)  # = tanh of the unscaled pre-activation
-            # h' = (1 - z) * n + z * h, in one op
-            h = torch.lerp(n, h, rz[..., h_dim:], out=states[t, :, :k])
+            # u' = (1 - z) * n + z * u, in one op
+            u = torch.lerp(n, u, rz[..., h_dim:], out=states[t, :, :k])
         lens = torch.from_numpy(lengths).to(device=dev, dtype=dt)[None, :, None]
         pooled_mean = states.sum(dim=0) / lens
         ended = torch.from_numpy(step[:, None] >= lengths[None, :]).to(dev)[:, None, :, None]
-        pooled_max = states.masked_fill_(ended, -2.0).amax(dim=0)
+        pooled_max = states.masked_fill_(ended, -1.0).amax(dim=0)  # u > 0 on every real step
         features = torch.cat([pooled_max, pooled_mean], dim=0)  # [2D, B, H]
         features = features.permute(1, 0, 2).reshape(batch, 2 * dirs * h_dim)
         logits = torch.addmm(self._head_b, features, self._head_w) * self._inv_temperature

@@ -37,7 +37,11 @@ _MENTION = re.compile(r"@\w+")
 _URL = re.compile(r"(?:https?://|www\.)\S*")
 _ELONGATION = re.compile(r"(.)\1{2,}")
 # Words first: they are most tokens, and the order of alternatives is the cost per token.
+# The leading ` *+` eats the blank before a token inside the same match; without it every
+# blank is a failed match of all the alternatives (findall: 25% slower). The group is the
+# token, so findall returns it without the blank.
 _TOKEN = re.compile(
+    r" *+("
     r"[^\W_]+(?:'[a-z]+)?"
     r"|\n"
     r"|@user"
@@ -45,6 +49,7 @@ _TOKEN = re.compile(
     r"|[:;=][-o^']?[()\[\]dpo3/\\|*$@]+(?![a-z])"
     r"|!+|\?+|\.+"
     r"|[^\w\s]"
+    r")"
 )
 
 # Emoji and typographic characters -> text the vocabulary knows. Skin tones and variation
