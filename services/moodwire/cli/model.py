@@ -80,7 +80,7 @@ def train(
     hidden: Annotated[int | None, typer.Option(help="GRU hidden size per direction.")] = None,
     max_vocab: Annotated[
         int | None,
-        typer.Option(help="Most vocabulary entries (6 x hidden bytes of weights each, per direction)."),
+        typer.Option(help="Most vocabulary entries (each: 6 x hidden bytes per direction)."),
     ] = None,
     bidirectional: Annotated[
         bool | None, typer.Option("--bidirectional/--forward", help="GRU directions.")
