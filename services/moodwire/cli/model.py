@@ -85,6 +85,12 @@ def train(
     bidirectional: Annotated[
         bool | None, typer.Option("--bidirectional/--forward", help="GRU directions.")
     ] = None,
+    dropout: Annotated[
+        float | None, typer.Option(help="Dropout on the word vectors and before the head.")
+    ] = None,
+    word_dropout: Annotated[
+        float | None, typer.Option(help="Share of training tokens replaced by <unk>.")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     max_train: Annotated[
         int | None, typer.Option(help="Train on a random slice (quick runs).")
@@ -145,6 +151,8 @@ def train(
         "hidden": hidden,
         "max_vocab": max_vocab,
         "bidirectional": bidirectional,
+        "dropout": dropout,
+        "word_dropout": word_dropout,
         "seed": seed,
         "max_train": max_train,
         "threads": threads,
