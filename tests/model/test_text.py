@@ -28,6 +28,7 @@ from moodwire.model.text import MAX_TOKENS, Vocabulary, split_batch, tokenize
         ("crying 😭 unicorn 🦄", ["crying", "crying", "unicorn"]),  # unlisted emoji: blank
         ("“quoted” it’s…", ['"', "quoted", '"', "it's", ".."]),  # ... capped at 2
         ("Café RÉSUMÉ", ["café", "résumé"]),
+        ("  two\tblank\u3000kinds  ,  ok  ", ["two", "blank", "kinds", ",", "ok"]),
         ("", []),
     ],
 )
