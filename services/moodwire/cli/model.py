@@ -89,7 +89,8 @@ def train(
         float | None, typer.Option(help="Dropout on the word vectors and before the head.")
     ] = None,
     word_dropout: Annotated[
-        float | None, typer.Option(help="Share of training tokens replaced by <unk>.")
+        float | None,
+        typer.Option(help="Share of TweetEval train tokens set to <unk> (not the transfer set)."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     max_train: Annotated[
