@@ -76,3 +76,17 @@ def test_cli_refuses_augment_without_teacher(data_dir: Path, tmp_path: Path) -> 
     result = CliRunner().invoke(app, [*args, "--augment", "1"])
     assert result.exit_code == 2 and "needs --teacher" in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_cli_refuses_teacher_embeddings_without_a_minilm_teacher(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from moodwire.cli.app import app
+
+    args = ["model", "train", "--data", str(data_dir), "--out", str(tmp_path / "m")]
+    shipped = str(Path(__file__).resolve().parents[2] / "models" / "moodwire-gru")
+    result = CliRunner().invoke(app, [*args, "--teacher", shipped, "--teacher-embeddings"])
+    assert result.exit_code == 2 and "needs a MiniLM --teacher" in result.output
+    assert not (tmp_path / "m").exists()

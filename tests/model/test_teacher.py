@@ -60,3 +60,52 @@ def test_gru_student_records_its_minilm_teacher(
     assert saved["teachers"] == [Teacher.load(teacher_dir).version]
     probs = InferenceEngine.load(result.out_dir, device="cpu").predict(["good", "bad"])
     assert probs.shape == (2, 3)
+
+
+def test_teacher_word_vectors_read_each_word_as_the_teacher_does(teacher_dir: Path) -> None:
+    """A word's vector is the pooled state the teacher's head reads for that word alone."""
+    import torch
+
+    teacher = Teacher.load(teacher_dir)
+    words = ["good", "terrible", "monday"]
+    vectors = teacher.word_vectors(words)
+    assert vectors.shape == (3, 384)
+    with torch.inference_mode():
+        through_head = teacher.model.head(vectors)
+    assert torch.allclose(through_head, teacher.logits(words), atol=1e-4)
+
+
+def test_student_starts_from_teacher_word_vectors(
+    teacher_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    import torch
+
+    from moodwire.model import artifact
+    from moodwire.model.pretrained import minilm_word_vectors
+    from moodwire.model.text import PAD, UNK
+    from moodwire.model.train import TrainConfig, teacher_word_vectors, train
+
+    vocab = [PAD, UNK, "good", "bad", "##ing", "zzyzx"]
+    vectors = teacher_word_vectors((str(teacher_dir),), vocab)
+    base = minilm_word_vectors(vocab)
+    assert base is not None and vectors.shape == base.shape
+    assert torch.count_nonzero(vectors[0]) == 0 and torch.equal(vectors[1], base[1])
+    assert torch.isclose(vectors.std(), base.std(), rtol=0.05)
+    assert not torch.allclose(vectors[2:], base[2:])  # not MiniLM's input table
+
+    cfg = replace(
+        TrainConfig(),
+        hidden=8,
+        epochs=1,
+        max_train=300,
+        threads=2,
+        teachers=(str(teacher_dir),),
+        transfer=False,
+        teacher_embeddings=True,
+    )
+    result = train(data_dir, tmp_path / "student", cfg)
+    assert artifact.load(result.out_dir).config["train"]["teacher_embeddings"] is True
+    with pytest.raises(ValueError, match="MiniLM teacher"):
+        train(data_dir, tmp_path / "no", replace(cfg, teachers=(str(result.out_dir),)))

@@ -115,6 +115,13 @@ def train(
     distill_weight: Annotated[
         float | None, typer.Option(help="Share of the teachers' soft loss on train (0-1).")
     ] = None,
+    teacher_embeddings: Annotated[
+        bool | None,
+        typer.Option(
+            "--teacher-embeddings/--minilm-embeddings",
+            help="Start word vectors from the MiniLM teacher's reading of each word alone.",
+        ),
+    ] = None,
     transfer: Annotated[
         bool | None,
         typer.Option(
@@ -143,6 +150,7 @@ def train(
     """Train on TweetEval train, select on val (never test), save the model and its card."""
     from dataclasses import replace
 
+    from moodwire.model.teacher import is_teacher
     from moodwire.model.train import TrainConfig
     from moodwire.model.train import train as run_training
 
@@ -162,6 +170,7 @@ def train(
         "teachers": tuple(str(t) for t in teacher) if teacher else None,
         "distill_weight": distill_weight,
         "transfer": transfer,
+        "teacher_embeddings": teacher_embeddings,
         "extra_vocab": extra_vocab,
         "augment": augment,
         "select": tuple(select) if select else None,
@@ -171,6 +180,11 @@ def train(
             raise typer.BadParameter(
                 f"{path} is not a saved model (no config.json)", param_hint="--teacher"
             )
+    if teacher_embeddings and not any(is_teacher(path) for path in teacher or []):
+        raise typer.BadParameter(
+            "needs a MiniLM --teacher (from `model train-teacher`)",
+            param_hint="--teacher-embeddings",
+        )
     if augment and not teacher:
         raise typer.BadParameter(
             "needs --teacher (the copies carry no labels)", param_hint="--augment"

