@@ -68,7 +68,7 @@ def test_saved_model_files_and_version(tiny: tuple[Path, _Recorder]) -> None:
     out, _ = tiny
     version = artifact.model_version(out)
     name, _, digest = version.partition("+")
-    assert name == "moodwire-gru-1.1.0" and len(digest) == 8
+    assert name == "moodwire-gru-1.2.0" and len(digest) == 8
     assert InferenceEngine.load(out, device="cpu").model_version == version
     assert (out / "weights.safetensors").stat().st_size < 20 * 2**20
 

@@ -21,7 +21,7 @@ CONFIG = "config.json"
 CARD = "README.md"
 EVAL = "eval.json"  # outside the model-version hash: evaluating must not change the model
 MODEL_NAME = "moodwire-gru"
-MODEL_SEMVER = "1.1.0"
+MODEL_SEMVER = "1.2.0"
 _HALF = ("gates_x",)
 
 
