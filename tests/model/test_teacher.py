@@ -75,7 +75,7 @@ def test_teacher_word_vectors_read_each_word_as_the_teacher_does(teacher_dir: Pa
     assert torch.allclose(through_head, teacher.logits(words), atol=1e-4)
 
 
-def test_student_starts_from_teacher_word_vectors(
+def test_teacher_word_vectors_are_scaled_and_a_student_trains_from_them(
     teacher_dir: Path, data_dir: Path, tmp_path: Path
 ) -> None:
     from dataclasses import replace
