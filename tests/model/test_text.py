@@ -65,3 +65,28 @@ def test_encode_matches_slow_path_on_real_text(data_dir) -> None:  # type: ignor
     expected = [vocab.index[t] for toks in tokens for t in (toks[:MAX_TOKENS] or ["<unk>"])]
     assert np.array_equal(ids, expected)
     assert lengths.tolist() == [min(max(len(t), 1), MAX_TOKENS) for t in tokens]
+
+
+# Most frequent first, then WordPiece units ("##" first): the layout ``build_vocab`` writes.
+_SEGMENT_VOCAB = [
+    "#", "the", "i", "my", "not", "love", "you", "crime", "drain", "president", "swamp", "##a",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "hashtags", "tokens"),
+    [
+        ("#notmypresident", True, ["#", "not", "my", "president"]),
+        ("#DrainTheSwamp!", True, ["#", "drain", "the", "swamp", "<unk>"]),
+        ("#iloveyou", True, ["#", "i", "love", "you"]),  # one letter: first only
+        ("#crimea", True, ["#", "crime", "##a"]),  # not "crime a": WordPiece instead
+        ("notmypresident", True, ["<unk>"]),  # not a hashtag: WordPiece only
+        ("#notmypresident", False, ["#", "<unk>"]),
+    ],
+)
+def test_unknown_hashtags_split_into_known_words(
+    text: str, hashtags: bool, tokens: list[str]
+) -> None:
+    vocab = Vocabulary(_SEGMENT_VOCAB, subwords=True, hashtags=hashtags)
+    ids, _ = vocab.encode([text])
+    assert [vocab.tokens[i] for i in ids] == tokens

@@ -71,6 +71,7 @@ def test_saved_model_files_and_version(tiny: tuple[Path, _Recorder]) -> None:
     assert name == "moodwire-gru-1.2.0" and len(digest) == 8
     assert InferenceEngine.load(out, device="cpu").model_version == version
     assert (out / "weights.safetensors").stat().st_size < 20 * 2**20
+    assert artifact.load(out).config["hashtags"] is False  # the default recipe
 
 
 def test_training_is_reproducible(data_dir: Path, tmp_path: Path) -> None:
@@ -104,6 +105,23 @@ def test_folded_engine_equals_the_network(bidirectional: bool) -> None:
     with torch.inference_mode():
         expected = torch.softmax(net(ids, lengths), dim=1).numpy()
     assert np.abs(engine.predict(texts) - expected).max() < 1e-5
+
+
+def test_hashtag_splitting_is_a_saved_serving_setting(tmp_path: Path) -> None:
+    """``hashtags`` travels in the model's config: the engine splits unknown hashtags only
+    for a model trained that way, and the setting is part of the model version."""
+    vocab = Vocabulary(["#", "not", "my", "president"], subwords=True)
+    net = GRUClassifier(NetConfig(len(vocab), embedding_dim=8, hidden=4)).eval()
+    versions = set()
+    for hashtags in (False, True):
+        config = {"temperature": 1.0, "subwords": True, "hashtags": hashtags}
+        out = tmp_path / str(hashtags)
+        versions.add(artifact.save(artifact.Artifact(fold(net), vocab.tokens, config), out))
+        engine = InferenceEngine.load(out, device="cpu")
+        ids, _ = engine.vocab.encode(["#NotMyPresident"])
+        words = ["#", "not", "my", "president"] if hashtags else ["#", "<unk>"]
+        assert [vocab.tokens[i] for i in ids] == words
+    assert len(versions) == 2
 
 
 def test_wordpiece_only_vocabulary_spells_words_in_units() -> None:

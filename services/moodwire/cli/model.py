@@ -129,6 +129,12 @@ def train(
             help="With --teacher: also learn the teachers' labels of sentiment140's texts.",
         ),
     ] = None,
+    hashtags: Annotated[
+        bool | None,
+        typer.Option(
+            "--hashtags/--no-hashtags", help="Split unknown hashtags into known words first."
+        ),
+    ] = None,
     extra_vocab: Annotated[
         bool | None,
         typer.Option("--extra-vocab/--train-vocab", help="Also take words seen in sentiment140."),
@@ -172,6 +178,7 @@ def train(
         "transfer": transfer,
         "teacher_embeddings": teacher_embeddings,
         "extra_vocab": extra_vocab,
+        "hashtags": hashtags,
         "augment": augment,
         "select": tuple(select) if select else None,
     }

@@ -63,7 +63,7 @@ def load(model_dir: Path) -> Artifact:
 
 
 # The config keys that change a score; the rest (history, timings) is documentation.
-SERVING_KEYS = ("name", "semver", "temperature", "subwords")
+SERVING_KEYS = ("name", "semver", "temperature", "subwords", "hashtags")
 
 
 def model_version(model_dir: Path) -> str:
@@ -73,7 +73,8 @@ def model_version(model_dir: Path) -> str:
     digest = hashlib.sha256()
     for name in (WEIGHTS, VOCAB):
         digest.update((model_dir / name).read_bytes())
-    serving = {k: config.get(k) for k in SERVING_KEYS}
+    # A key a model's config lacks is left out, so adding keys keeps older versions.
+    serving = {k: config[k] for k in SERVING_KEYS if k in config}
     digest.update(json.dumps(serving, sort_keys=True).encode())
     name = config.get("name", MODEL_NAME)
     return f"{name}-{config.get('semver', MODEL_SEMVER)}+{digest.hexdigest()[:8]}"

@@ -54,7 +54,11 @@ class InferenceEngine:
         self.model_version = model_version
         self.device = device
         self.batch_size = max(1, int(batch_size))
-        self.vocab = Vocabulary(model.vocab[2:], subwords=bool(model.config.get("subwords")))
+        self.vocab = Vocabulary(
+            model.vocab[2:],
+            subwords=bool(model.config.get("subwords")),
+            hashtags=bool(model.config.get("hashtags")),
+        )
         if self.vocab.tokens != model.vocab:
             raise ValueError("vocab.txt must start with <pad>, <unk> and hold no duplicates")
         # Half precision on GPU only; on CPU float32 keeps the engine equal to the network.

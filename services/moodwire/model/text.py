@@ -19,6 +19,7 @@ Choices (the model card explains them with numbers):
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Iterable, Sequence
 
@@ -212,23 +213,42 @@ def tokenize(text: str) -> list[str]:
     return split_batch([text])[0]
 
 
+# Hashtag segmentation (``Vocabulary.segment``): the longest word tried, the price of each
+# word, and the frequency ranks a word must be within (short words: much more common).
+_SEGMENT_LONGEST = 20
+_SEGMENT_PRICE = 3.0
+_SEGMENT_RANK = 20_000
+_SHORT_RANK = 150
+
+
 class Vocabulary:
     """Token <-> id. Id 0 pads, id 1 is every unknown token; ``encode`` is the fast path.
 
     With ``subwords``, a word missing from the vocabulary is not lost: it is split
     greedily into the longest known pieces (WordPiece style: ``##`` marks a piece that
     continues a word), so a new name or misspelling still reads as something.
+
+    With ``hashtags`` too, an unknown hashtag is first split into known words
+    (``#notmypresident`` -> ``not my president``; see ``segment``), since hashtags run
+    words together and new ones appear with every news cycle.
     """
 
     _CACHE_LIMIT = 200_000
 
-    def __init__(self, tokens: Iterable[str], subwords: bool = False) -> None:
+    def __init__(
+        self, tokens: Iterable[str], subwords: bool = False, hashtags: bool = False
+    ) -> None:
         words = [PAD, UNK, *(t for t in tokens if t not in (PAD, UNK, "\n"))]
         self.tokens: list[str] = words
         self.index: dict[str, int] = {t: i for i, t in enumerate(words)}
         if len(self.index) != len(words):
             raise ValueError("duplicate tokens in vocabulary")
         self.subwords = subwords
+        self.hashtags = hashtags
+        # The word entries come first, most frequent first, and WordPiece units after
+        # them ("##" units sort first): a word's index is its frequency rank.
+        self._words = next((i for i, t in enumerate(words) if t.startswith("##")), len(words))
+        self._cost = [math.log(i + 10) for i in range(self._words)]
         # The line break is the text separator inside a batch; -1 marks it in the id stream.
         self._lookup = dict(self.index)
         self._lookup["\n"] = -1
@@ -237,9 +257,43 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def pieces(self, word: str) -> tuple[int, ...]:
-        """Greedy longest-match split of an unknown word; ``(<unk>,)`` when impossible."""
-        key = word
+    def segment(self, word: str) -> tuple[int, ...] | None:
+        """The likeliest split of ``word`` into two or more known words, or None.
+
+        Each word costs log(its frequency rank + 10) + a fixed price, so few, common
+        words win (a unigram model with Zipf's law standing in for counts). Only words
+        among the first ``_SEGMENT_RANK`` may take part, words of one or two letters only
+        among the first ``_SHORT_RANK``, and a one-letter word ("i", "a") only first:
+        without these rules names fall apart into syllables ("crimea" -> "crime a")."""
+        n = len(word)
+        if n < 4 or n > 40:
+            return None
+        index, cost, words = self.index, self._cost, min(self._words, _SEGMENT_RANK)
+        best = [0.0] + [math.inf] * n
+        back = [0] * (n + 1)
+        for end in range(1, n + 1):
+            for start in range(max(0, end - _SEGMENT_LONGEST), end):
+                if best[start] == math.inf or (end - start == 1 and start > 0):
+                    continue
+                rank = index.get(word[start:end], words)
+                if rank >= words or rank < 2 or (end - start <= 2 and rank >= _SHORT_RANK):
+                    continue
+                total = best[start] + cost[rank] + _SEGMENT_PRICE
+                if total < best[end]:
+                    best[end], back[end] = total, start
+        if best[n] == math.inf or back[n] == 0:
+            return None
+        parts, end = [], n
+        while end > 0:
+            parts.append(index[word[back[end] : end]])
+            end = back[end]
+        return tuple(reversed(parts))
+
+    def pieces(self, word: str, hashtag: bool = False) -> tuple[int, ...]:
+        """Greedy longest-match split of an unknown word; ``(<unk>,)`` when impossible.
+        An unknown ``hashtag`` is split into words first, where ``hashtags`` is on."""
+        hashtag = hashtag and self.hashtags
+        key = "#" + word if hashtag else word
         cached = self._pieces_cache.get(key)
         if cached is not None:
             return cached
@@ -252,6 +306,11 @@ class Vocabulary:
             result: tuple[int, ...] = (known if known is not None else 1,)
             self._pieces_cache[key] = result
             return result
+        if hashtag:
+            words = self.segment(short)
+            if words is not None:
+                self._pieces_cache[key] = words
+                return words
         word = short
         index, out, start, n = self.index, [], 0, len(word)
         while start < n and n <= 40:
@@ -293,7 +352,7 @@ class Vocabulary:
     def _expand_unknown(
         self, ids: npt.NDArray[np.int64], unknown: npt.NDArray[np.int64], tokens: list[str]
     ) -> npt.NDArray[np.int64]:
-        split = [self.pieces(tokens[i]) for i in unknown]
+        split = [self.pieces(tokens[i], i > 0 and tokens[i - 1] == "#") for i in unknown]
         if not self.subwords:
             ids[unknown] = [p[0] for p in split]
             return ids

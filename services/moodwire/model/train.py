@@ -52,6 +52,7 @@ class TrainConfig:
     min_count: int = 3
     max_vocab: int = 40000
     subwords: bool = True  # unknown words fall back to WordPiece units (needs MiniLM)
+    hashtags: bool = False  # unknown hashtags are split into known words first
     words: bool = True  # False: MiniLM's WordPiece units only, no word-level entries
     extra_vocab: bool = False  # also take words seen in sentiment140
     seed: int = 13
@@ -132,7 +133,12 @@ class TrainResult:
 
 
 def build_vocab(
-    texts: list[str], min_count: int, max_vocab: int, subwords: bool = False, words: bool = True
+    texts: list[str],
+    min_count: int,
+    max_vocab: int,
+    subwords: bool = False,
+    words: bool = True,
+    hashtags: bool = False,
 ) -> Vocabulary:
     """Words seen ``min_count`` times (most frequent first); with ``subwords``, also the
     WordPiece units that spell every seen word, so rarer words train those pieces. Without
@@ -153,7 +159,8 @@ def build_vocab(
     if pieces is None:
         return Vocabulary(kept[: max_vocab - 2])
     pieces -= known
-    return Vocabulary(kept[: max_vocab - 2 - len(pieces)] + sorted(pieces), subwords=True)
+    kept = kept[: max_vocab - 2 - len(pieces)]
+    return Vocabulary(kept + sorted(pieces), subwords=True, hashtags=hashtags)
 
 
 def length_batches(
@@ -335,7 +342,9 @@ def train(
     aux_split = data.load_sentiment140(data_dir) if needs_aux else None
 
     vocab_texts = train_split.texts + (aux_split.texts if aux_split and cfg.extra_vocab else [])
-    vocab = build_vocab(vocab_texts, cfg.min_count, cfg.max_vocab, cfg.subwords, cfg.words)
+    vocab = build_vocab(
+        vocab_texts, cfg.min_count, cfg.max_vocab, cfg.subwords, cfg.words, cfg.hashtags
+    )
     train_soft = teacher_probs(cfg.teachers, train_split.texts) if distill else None
     train_enc = Encoded.of(vocab, train_split, train_soft)
     val_enc = Encoded.of(vocab, val_split)
@@ -447,6 +456,7 @@ def train(
         },
         "vocab_size": len(vocab),
         "subwords": vocab.subwords,
+        "hashtags": vocab.hashtags,
         "best_epoch": best_epoch,
         "history": history,
         "train_rows": len(train_enc),
