@@ -248,7 +248,7 @@ class Vocabulary:
         # The word entries come first, most frequent first, and WordPiece units after
         # them ("##" units sort first): a word's index is its frequency rank.
         self._words = next((i for i, t in enumerate(words) if t.startswith("##")), len(words))
-        self._cost = [math.log(i + 10) for i in range(self._words)]
+        self._cost: list[float] = np.log(np.arange(self._words) + 10.0).tolist()
         # The line break is the text separator inside a batch; -1 marks it in the id stream.
         self._lookup = dict(self.index)
         self._lookup["\n"] = -1
