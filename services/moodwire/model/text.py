@@ -18,6 +18,7 @@ Choices (the model card explains them with numbers):
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import re
@@ -245,10 +246,6 @@ class Vocabulary:
             raise ValueError("duplicate tokens in vocabulary")
         self.subwords = subwords
         self.hashtags = hashtags
-        # The word entries come first, most frequent first, and WordPiece units after
-        # them ("##" units sort first): a word's index is its frequency rank.
-        self._words = next((i for i, t in enumerate(words) if t.startswith("##")), len(words))
-        self._cost: list[float] = np.log(np.arange(self._words) + 10.0).tolist()
         # The line break is the text separator inside a batch; -1 marks it in the id stream.
         self._lookup = dict(self.index)
         self._lookup["\n"] = -1
@@ -256,6 +253,15 @@ class Vocabulary:
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    @functools.cached_property
+    def _word_costs(self) -> list[float]:
+        """log(rank + 10) of each word entry, for ``segment`` (made on its first use). The
+        word entries come first, most frequent first, and WordPiece units after them ("##"
+        units sort first): a word's index is its frequency rank."""
+        words = next((i for i, t in enumerate(self.tokens) if t.startswith("##")), len(self))
+        costs: list[float] = np.log(np.arange(words) + 10.0).tolist()
+        return costs
 
     def segment(self, word: str) -> tuple[int, ...] | None:
         """The likeliest split of ``word`` into two or more known words, or None.
@@ -268,7 +274,8 @@ class Vocabulary:
         n = len(word)
         if n < 4 or n > 40:
             return None
-        index, cost, words = self.index, self._cost, min(self._words, _SEGMENT_RANK)
+        index, cost = self.index, self._word_costs
+        words = min(len(cost), _SEGMENT_RANK)
         best = [0.0] + [math.inf] * n
         back = [0] * (n + 1)
         for end in range(1, n + 1):
