@@ -152,6 +152,16 @@ def train(
             help="With --teacher: perturbed copies of each train tweet for the teachers to label."
         ),
     ] = None,
+    embedding_lr: Annotated[
+        float | None,
+        typer.Option(help="Learning rate of the word vectors (0 keeps their start frozen)."),
+    ] = None,
+    ema: Annotated[
+        float | None,
+        typer.Option(
+            help="Select and save a moving average of the weights with this decay (0: off)."
+        ),
+    ] = None,
 ) -> None:
     """Train on TweetEval train, select on val (never test), save the model and its card."""
     from dataclasses import replace
@@ -181,6 +191,8 @@ def train(
         "hashtags": hashtags,
         "augment": augment,
         "select": tuple(select) if select else None,
+        "ema": ema,
+        "embedding_lr": embedding_lr,
     }
     for path in teacher or []:
         if not (path / "config.json").is_file():
@@ -201,6 +213,10 @@ def train(
             raise typer.BadParameter(f"{name!r}: use val or devtest", param_hint="--select")
     if augment is not None and augment < 0:
         raise typer.BadParameter("must be 0 or more", param_hint="--augment")
+    if embedding_lr is not None and embedding_lr < 0:
+        raise typer.BadParameter("must be 0 (frozen) or more", param_hint="--embedding-lr")
+    if ema is not None and not 0 <= ema < 1:
+        raise typer.BadParameter("must be 0 (off) or between 0 and 1", param_hint="--ema")
     if distill_weight is not None and not 0 <= distill_weight <= 1:
         raise typer.BadParameter("must be between 0 and 1", param_hint="--distill-weight")
     config = replace(TrainConfig(), **{k: v for k, v in given.items() if v is not None})
