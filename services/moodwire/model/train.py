@@ -318,22 +318,21 @@ class WeightAverage:
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
         self.steps = 0
-        self._params = [p for p in model.parameters() if p.requires_grad]
-        self.average = [p.detach().clone() for p in self._params]
+        # Detached views share the parameters' storage: they see every step and write back.
+        self._live = [p.detach() for p in model.parameters() if p.requires_grad]
+        self.average = [p.clone() for p in self._live]
 
     def update(self) -> None:
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        with torch.no_grad():
-            torch._foreach_lerp_(self.average, [p.detach() for p in self._params], 1 - decay)
+        torch._foreach_lerp_(self.average, self._live, 1 - decay)
 
     def swap(self) -> None:
         """Exchange the live weights and the average (call again to swap back)."""
-        with torch.no_grad():
-            for p, a in zip(self._params, self.average, strict=True):
-                live = p.detach().clone()
-                p.copy_(a)
-                a.copy_(live)
+        for p, a in zip(self._live, self.average, strict=True):
+            live = p.clone()
+            p.copy_(a)
+            a.copy_(live)
 
 
 def _seed(seed: int) -> None:
