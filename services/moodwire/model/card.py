@@ -55,7 +55,8 @@ def render_numbers(model_dir: Path) -> str:
         f"{'bidirectional ' if config.get('directions') == 2 else ''}GRU, hidden "
         f"{config.get('hidden')} -> max+mean pooling -> dense softmax (3 classes)",
         f"- vocabulary: {config.get('vocab_size')} tokens; temperature "
-        f"{config.get('temperature', 1.0):.2f} (fitted on val)",
+        f"{config.get('temperature', 1.0):.2f} (fitted on "
+        f"{' + '.join(train.get('select') or ['val'])})",
         f"- training: {config.get('train_rows')} tweets, best epoch {config.get('best_epoch')}, "
         f"{config.get('train_seconds')} s on this machine, torch {config.get('torch')}",
         "- settings: " + ", ".join(f"{k}={v}" for k, v in sorted(train.items())),
