@@ -198,3 +198,44 @@ def test_dead_letter_headers_carry_reason_origin_and_stage() -> None:
 def test_a_bad_scored_record_is_refused_with_a_reason(payload: bytes) -> None:
     with pytest.raises(InvalidRecord):
         decode_scored(payload)
+
+
+def test_changes_decode_by_op_and_round_trip() -> None:
+    from moodwire.records import PostChange, decode_record, encode_post
+
+    delete = decode_record(
+        b'{"op": "delete", "id": 7, "source": "bluesky", "created_at": "2024-01-01T00:00:00Z"}'
+    )
+    assert isinstance(delete, PostChange) and (delete.op, delete.id) == ("delete", "7")
+    assert delete.key == b"bluesky\x1f7"
+    assert decode_record(encode_post(delete)) == delete
+    update = decode_record(
+        b'{"op": "update", "id": "a", "source": "s", "text": "new", '
+        b'"created_at": "2024-01-01T00:00:00Z", "edited_at": "2024-01-02T00:00:00Z"}'
+    )
+    assert isinstance(update, PostChange) and update.post is not None
+    assert update.post.text == "new" and update.at.day == 2
+    assert decode_record(encode_post(update)) == update
+    plain = decode_record(
+        b'{"id": "a", "source": "s", "text": "t", "created_at": "2024-01-01T00:00:00Z"}'
+    )
+    assert not isinstance(plain, PostChange)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b'{"op": "delete", "id": "x", "created_at": "2024-01-01T00:00:00Z"}', "lacks field"),
+        (b'{"op": "delete", "id": "x", "source": "s", "created_at": "soon"}', "ISO 8601"),
+        (b'{"op": "upsert", "id": "x", "source": "s"}', "unknown op"),
+        (
+            b'{"op": "update", "id": "x", "source": "s", "created_at": "2024-01-01T00:00:00Z"}',
+            "missing field",
+        ),
+    ],
+)
+def test_bad_changes_are_refused_with_a_reason(data: bytes, reason: str) -> None:
+    from moodwire.records import InvalidRecord, decode_record
+
+    with pytest.raises(InvalidRecord, match=reason):
+        decode_record(data)

@@ -6,13 +6,20 @@ partition), as its original JSON when it came as JSON, else as canonical ``post.
 anything else goes to ``settings.topic_dead_letters`` with its original bytes and the
 reason in headers. A bad record never stops the run, and :meth:`Ingest.stop` (from a
 signal handler) ends it after flushing everything already read.
+
+A resumable connector's cursors live in Postgres (``connector_cursors``), saved only once
+the broker has acknowledged the records before them (Kafka Connect's rule), so a crash at
+any point re-reads at most the records since the last save; their keys (source + native
+id) collapse the repeats into one row each.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,16 +28,20 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.codec import has_lz4, has_snappy, has_zstd
 from kafka.errors import KafkaError, KafkaTimeoutError
+from sqlalchemy.exc import SQLAlchemyError
 
-from moodwire.connectors.base import Connector, RawRecord
+from moodwire.connectors.base import Connector, Offset, Position, RawRecord
+from moodwire.db.cursors import CursorStore
+from moodwire.db.engine import make_engine
 from moodwire.logs import get_logger
 from moodwire.records import (
     DeadLetter,
     InvalidRecord,
     Post,
-    decode_post,
+    PostChange,
+    decode_record,
     encode_post,
-    post_from_dict,
+    record_from_dict,
 )
 from moodwire.settings import Settings
 from moodwire.topics import ensure_topics
@@ -43,6 +54,7 @@ DEAD_LETTER_MAX_BYTES = 900 * 1024
 # Headroom for the largest valid post (20k characters of 4-byte UTF-8, JSON-escaped).
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 FLUSH_TIMEOUT_S = 60.0
+DRAIN_TIMEOUT_S = 10.0
 
 
 class IngestError(RuntimeError):
@@ -145,20 +157,84 @@ def make_producer(settings: Settings, *, client_id: str = "moodwire-ingest") -> 
         raise unreachable(settings, exc) from None
 
 
-def to_post(record: RawRecord, *, max_text_chars: int) -> Post:
-    """Validate one raw record into a Post, or raise InvalidRecord with the reason."""
+def to_post(record: RawRecord, *, max_text_chars: int) -> Post | PostChange:
+    """Validate one raw record into a Post (or an edit or delete of one), or raise
+    InvalidRecord with the reason."""
     if record.error is not None:
         raise InvalidRecord(record.error)
     if record.fields is not None:
-        return post_from_dict(record.fields, max_text_chars=max_text_chars)
-    return decode_post(record.payload, max_text_chars=max_text_chars)
+        return record_from_dict(record.fields, max_text_chars=max_text_chars)
+    return decode_record(record.payload, max_text_chars=max_text_chars)
 
 
 ProgressCallback = Callable[[IngestStats], None]
 
 
+class _End:
+    """The reader thread's last item: the connector ended, maybe with an error."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+# A record whose send failed before the producer took it.
+_FAILED = object()
+
+
+class CursorTracker:
+    """Offsets safe to save: per source partition, the offset after the newest record such
+    that it and every earlier record of that partition were acknowledged by the broker.
+
+    A record the broker refused stops its partition's cursor there for the rest of the run,
+    so a restart reads it again instead of skipping it.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, deque[tuple[Any, Offset]]] = {}
+        self._stuck: set[str] = set()
+        self._safe: dict[str, Offset] = {}
+        self._saved: dict[str, Offset] = {}
+
+    def add(self, position: Position, future: Any) -> None:
+        if position.partition in self._stuck:
+            return
+        self._pending.setdefault(position.partition, deque()).append((future, position.offset))
+
+    def advance(self) -> None:
+        for partition, waiting in self._pending.items():
+            while waiting:
+                future, offset = waiting[0]
+                if future is _FAILED or (future is not None and future.is_done and future.failed()):
+                    self._stuck.add(partition)
+                    waiting.clear()
+                    log.error(
+                        "a record was not delivered; its source partition's cursor stays "
+                        "before it until the next run",
+                        extra={"partition": partition},
+                    )
+                    break
+                if future is not None and not future.is_done:
+                    break
+                waiting.popleft()
+                self._safe[partition] = offset
+
+    def unsaved(self) -> dict[str, Offset]:
+        """Safe offsets that differ from what was last saved."""
+        return {p: o for p, o in self._safe.items() if self._saved.get(p) != o}
+
+    def mark_saved(self, offsets: dict[str, Offset]) -> None:
+        self._saved.update(offsets)
+
+
 class Ingest:
-    """One ingest run: connector -> validation -> raw topic / dead-letter topic."""
+    """One ingest run: connector -> validation -> raw topic / dead-letter topic.
+
+    The connector runs in a reader thread that fills a bounded queue, so a network read
+    never waits on the producer or on a cursor save (until the queue is full: then the
+    source is read as fast as Kafka takes it). This thread validates, produces, and every
+    ``ingest_cursor_interval`` saves the cursors that the broker's acknowledgements made
+    safe (:class:`CursorTracker`); at the end it flushes the producer and saves once more.
+    """
 
     def __init__(
         self,
@@ -169,10 +245,14 @@ class Ingest:
         producer: KafkaProducer | None = None,
         on_progress: ProgressCallback | None = None,
         progress_every: float = 1.0,
+        name: str | None = None,
+        cursors: CursorStore | None = None,
     ) -> None:
         self.settings = settings
         self.speed = speed
         self.limit = limit
+        self.name = name
+        self._cursors = cursors
         self._producer = producer
         self._own_producer = producer is None
         self._on_progress = on_progress
@@ -183,6 +263,7 @@ class Ingest:
         self._failed = 0
         self._failed_by_kind: Counter[str] = Counter()
         self._first_failure: str | None = None
+        self._tracker = CursorTracker()
         self.stats = IngestStats()
 
     def stop(self) -> None:
@@ -197,6 +278,7 @@ class Ingest:
     def run(self, connector: Connector) -> IngestStats:
         try:
             self._prepare()
+            self._resume(connector)
         except BaseException:
             connector.close()  # the loop below, which closes it otherwise, never runs
             raise
@@ -204,43 +286,183 @@ class Ingest:
         if self._stop.is_set():
             connector.stop()
         stats = self.stats = IngestStats()
+        self._tracker = CursorTracker()
         pacer = Pacer(self.speed, self._wait)
         max_chars = self.settings.max_text_chars
         next_progress = stats.started + self._progress_every
-        records = connector.records()
+        interval = self.settings.ingest_cursor_interval
+        next_save = time.monotonic() + interval
+        items: queue.Queue[RawRecord | Position | _End] = queue.Queue(
+            self.settings.ingest_queue_size
+        )
+        reader = threading.Thread(
+            target=self._read, args=(connector, items), name="moodwire-connector", daemon=True
+        )
+        reader.start()
+        ended: _End | None = None
         try:
-            for record in records:
-                stats.read += 1
+            while True:
                 try:
-                    post = to_post(record, max_text_chars=max_chars)
-                    # A JSON record that validated is forwarded byte for byte (no re-encoding:
-                    # measured 3 us of ~35 per post); parsed ones are encoded canonically.
-                    value = record.payload if record.fields is None else encode_post(post)
-                except InvalidRecord as exc:
-                    self._dead_letter(record, exc.reason, connector.scheme)
-                else:
-                    # A stop while pacing still sends this post: it was already read.
-                    stopping = pacer.wait_for(post.created_at)
-                    self._send(post, value)
-                    if stopping:
-                        break
-                if self.limit is not None and stats.read >= self.limit:
+                    item = items.get(timeout=min(interval, 0.5))
+                except queue.Empty:
+                    item = None
+                if isinstance(item, _End):
+                    ended = item
                     break
-                if self._stop.is_set():
-                    break
-                if self._on_progress is not None:
-                    now = time.monotonic()
-                    if now >= next_progress:
-                        next_progress = now + self._progress_every
-                        self._on_progress(self._snapshot())
+                if isinstance(item, Position):
+                    self._tracker.add(item, None)
+                elif item is not None:
+                    if self._limit_reached() or (self._stop.is_set() and self.speed > 0):
+                        self._refuse(connector, item)
+                    else:
+                        stats.read += 1
+                        self._handle(connector, item, pacer, max_chars)
+                        if self._limit_reached():
+                            connector.stop()
+                now = time.monotonic()
+                if now >= next_save:
+                    next_save = now + interval
+                    self._save_cursors(connector)
+                if self._on_progress is not None and now >= next_progress:
+                    next_progress = now + self._progress_every
+                    self._on_progress(self._snapshot())
         finally:
-            # Generators run their cleanup (closing files) when closed.
-            close = getattr(records, "close", None)
-            if close is not None:
-                close()
+            connector.stop()
+            # Records already queued are not sent once the run ends early; senders waiting
+            # on them (a webhook) hear so rather than hanging.
+            self._drain(connector, items, reader)
             connector.close()
             self._finish()
+            self._save_cursors(connector)
+            self._connector = None
+        if ended is not None and ended.error is not None:
+            raise ended.error
         return stats
+
+    def _limit_reached(self) -> bool:
+        return self.limit is not None and self.stats.read >= self.limit
+
+    def _resume(self, connector: Connector) -> None:
+        if not connector.resumable:
+            return
+        if self._cursors is None:
+            self._cursors = CursorStore(make_engine(self.settings))
+        name = self.name or connector.cursor_name
+        self.name = name
+        try:
+            saved = self._cursors.load(name)
+        except SQLAlchemyError as exc:
+            raise IngestError(
+                f"cannot read connector cursors from Postgres ({type(exc).__name__}); is it "
+                "running and migrated? (`moodwire stack up`, `moodwire db upgrade`)"
+            ) from None
+        if saved:
+            log.info("resuming from saved cursors", extra={"connector": name, "cursors": saved})
+        connector.resume(saved)
+
+    def _read(self, connector: Connector, items: queue.Queue[RawRecord | Position | _End]) -> None:
+        """The reader thread: the connector's records into the bounded queue."""
+        records = connector.records()
+        error: BaseException | None = None
+        try:
+            for item in records:
+                while True:
+                    try:
+                        items.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        if connector.stopped:
+                            return
+                if connector.stopped:
+                    break
+        except BaseException as exc:
+            error = exc
+        finally:
+            # Generators run their cleanup (closing files, sockets) when closed, and only
+            # the thread that ran them may close them.
+            close = getattr(records, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    error = error or exc
+            self._put_end(items, _End(error))
+
+    def _put_end(self, items: queue.Queue[RawRecord | Position | _End], end: _End) -> None:
+        while True:
+            try:
+                items.put(end, timeout=0.5)
+                return
+            except queue.Full:
+                # The main loop has ended and drains; make room rather than block forever.
+                with contextlib.suppress(queue.Empty):
+                    items.get_nowait()
+
+    def _drain(
+        self,
+        connector: Connector,
+        items: queue.Queue[RawRecord | Position | _End],
+        reader: threading.Thread,
+    ) -> None:
+        # A connector stuck in a read that ignores stop() must not hold the exit forever.
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while (reader.is_alive() or not items.empty()) and time.monotonic() < deadline:
+            try:
+                item = items.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if isinstance(item, RawRecord):
+                self._refuse(connector, item)
+        if reader.is_alive():
+            log.warning("the connector did not stop in time; leaving its thread behind")
+
+    def _refuse(self, connector: Connector, record: RawRecord) -> None:
+        if record.ticket is not None:
+            connector.acknowledge(record.ticket, "ingest is stopping; record not sent")
+
+    def _handle(
+        self, connector: Connector, record: RawRecord, pacer: Pacer, max_chars: int
+    ) -> None:
+        try:
+            post = to_post(record, max_text_chars=max_chars)
+            # A JSON record that validated is forwarded byte for byte (no re-encoding:
+            # measured 3 us of ~35 per post); parsed ones are encoded canonically.
+            value = record.payload if record.fields is None else encode_post(post)
+        except InvalidRecord as exc:
+            future = self._dead_letter(record, exc.reason, connector.scheme)
+        else:
+            # A stop while pacing still sends this post: it was already read.
+            if pacer.wait_for(post.created_at):
+                connector.stop()
+            future = self._send(post, value)
+        if record.ticket is not None:
+            self._acknowledge_when_done(connector, record.ticket, future)
+        if record.position is not None:
+            self._tracker.add(record.position, future)
+
+    @staticmethod
+    def _acknowledge_when_done(connector: Connector, ticket: Any, future: Any) -> None:
+        if future is _FAILED:
+            connector.acknowledge(ticket, "the producer refused the record")
+            return
+        future.add_callback(lambda _meta: connector.acknowledge(ticket, None))
+        future.add_errback(lambda exc: connector.acknowledge(ticket, f"{type(exc).__name__}"))
+
+    def _save_cursors(self, connector: Connector) -> None:
+        if not connector.resumable or self._cursors is None or self.name is None:
+            return
+        self._tracker.advance()
+        offsets = self._tracker.unsaved()
+        if not offsets:
+            return
+        try:
+            self._cursors.save(self.name, offsets)
+        except SQLAlchemyError as exc:
+            # The records are in Kafka; a later save (or a re-read after a restart, which
+            # collapses by key) covers them. Reading goes on.
+            log.warning("cursor save failed; retrying", extra={"error": type(exc).__name__})
+            return
+        self._tracker.mark_saved(offsets)
 
     def _prepare(self) -> None:
         try:
@@ -254,12 +476,12 @@ class Ingest:
         stats.failed = self._failed
         return stats
 
-    def _send(self, post: Post, value: bytes) -> None:
+    def _send(self, post: Post | PostChange, value: bytes) -> Any:
         # Counted when queued; a record the broker never takes moves to "failed" at the end.
         self.stats.sent += 1
-        self._produce("sent", self.settings.topic_raw, key=post.key, value=value)
+        return self._produce("sent", self.settings.topic_raw, key=post.key, value=value)
 
-    def _dead_letter(self, record: RawRecord, reason: str, scheme: str) -> None:
+    def _dead_letter(self, record: RawRecord, reason: str, scheme: str) -> Any:
         payload = record.payload
         extra = {"connector": scheme or "unknown"}
         if len(payload) > DEAD_LETTER_MAX_BYTES:
@@ -271,15 +493,16 @@ class Ingest:
         self.stats.reasons[reason.split(":", 1)[0][:80]] += 1
         self.stats.dead_lettered += 1
         log.debug("dead letter", extra={"origin": record.origin, "reason": reason})
-        self._produce(
+        return self._produce(
             "dead_lettered",
             self.settings.topic_dead_letters,
             value=letter.payload,
             headers=letter.headers(),
         )
 
-    def _produce(self, kind: str, topic: str, **message: Any) -> None:
-        """Queue one message; a failure to deliver it is counted under ``kind``."""
+    def _produce(self, kind: str, topic: str, **message: Any) -> Any:
+        """Queue one message; its future, or ``_FAILED`` when the producer refused it. A
+        failure to deliver it is counted under ``kind``."""
         assert self._producer is not None
         try:
             future = self._producer.send(topic, **message)
@@ -288,8 +511,9 @@ class Ingest:
             raise IngestError(f"the broker stopped accepting records: {exc}") from None
         except KafkaError as exc:
             self._on_failure(kind, exc)
-            return
+            return _FAILED
         future.add_errback(self._on_failure, kind)
+        return future
 
     def _on_failure(self, kind: str, exc: Any) -> None:
         # Runs on the producer's I/O thread (errbacks) or this one (send errors).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -45,6 +45,31 @@ class Post:
     def key(self) -> bytes:
         """Kafka key: the same post always lands in the same partition."""
         return f"{self.source}\x1f{self.id}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class PostChange:
+    """An edit or a delete of a post, as a source reported it (``"op"`` on the wire).
+
+    It travels on the raw topic under the post's own key, so it lands in the post's
+    partition after the post itself and is applied in that order. ``post`` is the new
+    version of an edited post (None for a delete); ``at`` is when the change happened.
+    """
+
+    op: Literal["update", "delete"]
+    source: str
+    id: str
+    at: datetime
+    post: Post | None = None
+
+    @property
+    def key(self) -> bytes:
+        return f"{self.source}\x1f{self.id}".encode()
+
+    @property
+    def created_at(self) -> datetime:
+        """The change's own time (what a replay paces by)."""
+        return self.at
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +133,59 @@ def decode_post(data: bytes, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) ->
             raise InvalidRecord(f"invalid UTF-8 at byte {uexc.start}") from None
         raise InvalidRecord(f"malformed JSON: {exc}") from None
     return post_from_dict(obj, max_text_chars=max_text_chars)
+
+
+def decode_record(
+    data: bytes, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+) -> Post | PostChange:
+    """Like :func:`decode_post`, but an object with ``"op": "update"|"delete"`` is a
+    :class:`PostChange` (an absent ``op``, or ``"create"``, is a post)."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return decode_post(data, max_text_chars=max_text_chars)  # says why
+    return record_from_dict(obj, max_text_chars=max_text_chars)
+
+
+def record_from_dict(
+    obj: Any, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+) -> Post | PostChange:
+    op = obj.get("op") if isinstance(obj, dict) else None
+    if op is None or op == "create":
+        return post_from_dict(obj, max_text_chars=max_text_chars)
+    if op == "update":
+        post = post_from_dict(obj, max_text_chars=max_text_chars)
+        edited = obj.get("edited_at")
+        at = parse_timestamp(edited) if edited is not None else post.created_at
+        return PostChange("update", post.source, post.id, at, post)
+    if op == "delete":
+        missing = [k for k in ("id", "source", "created_at") if obj.get(k) is None]
+        if missing:
+            raise InvalidRecord("delete lacks field(s): " + ", ".join(missing))
+        post_id, source = obj["id"], obj["source"]
+        if isinstance(post_id, int) and not isinstance(post_id, bool):
+            post_id = str(post_id)
+        for name, value in (("id", post_id), ("source", source)):
+            if not isinstance(value, str) or not value.strip() or "\x00" in value:
+                raise InvalidRecord(f"field {name!r} must be a non-empty string")
+            if len(value) > _MAX_KEY_CHARS:
+                raise InvalidRecord(f"field {name!r} longer than {_MAX_KEY_CHARS} characters")
+        return PostChange("delete", source, post_id, parse_timestamp(obj["created_at"]))
+    raise InvalidRecord(f"unknown op {str(op)[:40]!r} (expected create, update or delete)")
+
+
+def change_to_dict(change: PostChange) -> dict[str, Any]:
+    if change.post is not None:
+        out = post_to_dict(change.post)
+        out.update(op=change.op, edited_at=change.at.isoformat())
+        return out
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "op": change.op,
+        "id": change.id,
+        "source": change.source,
+        "created_at": change.at.isoformat(),
+    }
 
 
 def post_from_dict(obj: Any, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> Post:
@@ -224,11 +302,13 @@ def post_to_dict(post: Post) -> dict[str, Any]:
     return out
 
 
-def encode_post(post: Post) -> bytes:
-    """The post as ``post.v1`` JSON; InvalidRecord when a string cannot be UTF-8 (a lone
-    surrogate, which only a connector that builds posts in code can produce)."""
+def encode_post(post: Post | PostChange) -> bytes:
+    """The post (or change) as ``post.v1`` JSON; InvalidRecord when a string cannot be
+    UTF-8 (a lone surrogate, which only a connector that builds posts in code can make)."""
     try:
-        return orjson.dumps(post_to_dict(post))
+        return orjson.dumps(
+            change_to_dict(post) if isinstance(post, PostChange) else post_to_dict(post)
+        )
     except orjson.JSONEncodeError as exc:
         raise InvalidRecord(f"cannot encode as JSON: {exc}") from None
 

@@ -13,7 +13,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # services/moodwire/settings.py -> repo root (editable install); the shipped model lives there.
@@ -84,6 +91,33 @@ class Settings(BaseSettings):
     )
     ingest_linger_ms: int = Field(
         default=20, ge=0, description="How long the producer waits to fill a batch (ms)."
+    )
+    ingest_cursor_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between saves of a connector's cursor (only ever saved once "
+        "the broker has acknowledged the records before it).",
+    )
+    ingest_queue_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Records a connector may read ahead of the producer (a bounded queue, so "
+        "a network read never waits on Kafka or Postgres until it is full).",
+    )
+    mastodon_token: SecretStr | None = Field(
+        default=None, description="Mastodon user token (scope read:statuses) for mastodon://."
+    )
+    reddit_client_id: str | None = Field(
+        default=None, description="Reddit OAuth client id (an approved API client) for reddit://."
+    )
+    reddit_client_secret: SecretStr | None = Field(
+        default=None, description="Reddit OAuth client secret for reddit://."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Shared secret of webhook:// (GitHub-style sha256 HMAC, or a Standard "
+        "Webhooks whsec_... key); required unless the receiver binds loopback with "
+        "?insecure=1.",
     )
 
     # --- processing --------------------------------------------------------------------

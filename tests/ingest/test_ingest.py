@@ -157,7 +157,8 @@ def test_cli_ingest_prints_counts_and_rejects_unknown_scheme(
 
         result = runner.invoke(app, ["ingest", "nntp://news.example"])
         assert result.exit_code == 2
-        assert "no connector for scheme 'nntp'; known schemes: demo://, file://" in result.output
+        assert "no connector for scheme 'nntp'; known schemes: " in result.output
+        assert "demo://, feed+http://" in result.output and "file://" in result.output
     finally:
         get_settings.cache_clear()
     assert len(read_topic(settings, settings.topic_raw, 18)) == 18

@@ -36,6 +36,8 @@ def recent_posts(
         )
         .join(score, (score.source == post.source) & (score.source_id == post.source_id))
         .where(score.model_version == model_version)
+        # Deleted posts still count in the figures, but are never shown.
+        .where(post.deleted_at.is_(None))
     )
     if brand == NO_BRAND:
         query = query.where(func.cardinality(post.brands) == 0)

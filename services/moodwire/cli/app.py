@@ -9,6 +9,7 @@ from moodwire import __version__
 from moodwire.cli import (
     alerts,
     classify,
+    connectors,
     db,
     demo,
     ingest,
@@ -52,7 +53,20 @@ def _root(
     configure(settings.log_level, settings.log_format)
 
 
-for group in (stack, db, model, classify, ingest, process, replay, status, alerts, web, demo):
+for group in (
+    stack,
+    db,
+    model,
+    classify,
+    connectors,
+    ingest,
+    process,
+    replay,
+    status,
+    alerts,
+    web,
+    demo,
+):
     group.register(app)
 
 

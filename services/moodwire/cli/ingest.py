@@ -23,7 +23,10 @@ def register(app: typer.Typer) -> None:
 
 def ingest(
     url: str = typer.Argument(
-        ..., help="Source: file://PATH (.jsonl/.csv[.gz]), demo://?rate=200, or a plugin's scheme."
+        ...,
+        help="Source: file://PATH, demo://, bluesky://, mastodon://HOST/tag/NAME, "
+        "feed+https://URL, webhook://HOST:PORT, reddit://r/NAME, hn:// or a plugin's scheme "
+        "(`moodwire connectors list`).",
     ),
     speed: str = typer.Option(
         "max",
@@ -35,6 +38,12 @@ def ingest(
         [], "--option", "-o", help="Connector option KEY=VALUE (same as ?KEY=VALUE); repeatable."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines."),
+    name: str | None = typer.Option(
+        None,
+        "--name",
+        help="Name the connector's cursors are saved under (default: the URL without its "
+        "query); two runs of one source under different names each resume on their own.",
+    ),
 ) -> None:
     """Publish posts from a source to the raw-posts topic; bad records go to dead letters."""
     settings = get_settings()
@@ -50,6 +59,7 @@ def ingest(
         limit=limit,
         on_progress=None if quiet else _print_progress,
         progress_every=2.0,
+        name=name,
     )
     with _stop_on_signals(run):
         try:
@@ -57,6 +67,8 @@ def ingest(
         except (IngestError, MissingServerError, ConnectorError) as exc:
             _fail(str(exc))
     _print_summary(stats, settings.topic_raw, settings.topic_dead_letters)
+    if run.name is not None:
+        typer.echo(f"cursors saved under {run.name} (`moodwire connectors cursors {run.name}`)")
     if stats.failed:
         raise typer.Exit(1)
 

@@ -46,6 +46,9 @@ class Post(Base):
     ingested_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    # A deleted post keeps its row (and its place in the counts) with text and author erased.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("posts_created_at_idx", "created_at"),
@@ -120,4 +123,34 @@ class DeadLetter(Base):
     __table_args__ = (
         # A redelivered bad record is recorded once.
         UniqueConstraint("topic", "partition", "offset", name="dead_letters_position_uq"),
+    )
+
+
+class ConnectorCursor(Base):
+    """Where a connector resumes: one offset per (connector, source partition), written
+    only once the broker has acknowledged every record up to it (``moodwire.ingest``)."""
+
+    __tablename__ = "connector_cursors"
+
+    connector: Mapped[str] = mapped_column(Text, primary_key=True)
+    partition: Mapped[str] = mapped_column(Text, primary_key=True)
+    cursor: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PostEdit(Base):
+    """An edit a source reported: the text the post had before it (``posts`` holds the
+    newest). Erased with the post when it is deleted."""
+
+    __tablename__ = "post_edits"
+
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    source_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    edited_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    previous_text: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["source", "source_id"], ["posts.source", "posts.source_id"], ondelete="CASCADE"
+        ),
     )

@@ -4,7 +4,7 @@ A micro-batch of raw Kafka records goes through two calls; the caller acks the b
 offsets only after the second returns, never before:
 
 :meth:`BatchProcessor.prepare`
-    decode each record (``records.decode_post``); bad ones go to the dead-letter topic
+    decode each record (``records.decode_record``); bad ones go to the dead-letter topic
     (awaited) with the original bytes, the reason and their Kafka position; tag brands
     (``BrandMatcher.match``) and score the texts (``engine.predict``) in a one-thread
     executor, so the event loop keeps heartbeating while the model runs.
@@ -40,8 +40,9 @@ from moodwire.records import (
     DeadLetter,
     InvalidRecord,
     Post,
+    PostChange,
     ScoredPost,
-    decode_post,
+    decode_record,
     kafka_origin,
 )
 from moodwire.settings import Settings
@@ -85,6 +86,7 @@ class Prepared:
     scored: list[ScoredPost]
     seconds: float
     stages: dict[str, float]
+    changes: list[PostChange] = field(default_factory=list)
 
 
 def minute_of(post: Post) -> int:
@@ -138,16 +140,18 @@ def fault_point(crash_after: str | None, where: str, what: str) -> None:
 
 def decode_batch(
     records: Sequence[RawRecord], max_text_chars: int
-) -> tuple[list[tuple[RawRecord, Post]], list[DeadLetter]]:
-    """Valid posts (the first of each key in the batch) and dead letters for the rest."""
+) -> tuple[list[tuple[RawRecord, Post]], list[DeadLetter], list[PostChange]]:
+    """Valid posts (the first of each key in the batch), dead letters for the bad records,
+    and the edits and deletes in log order (applied after the batch's posts are stored)."""
     good: list[tuple[RawRecord, Post]] = []
     dead: list[DeadLetter] = []
+    changes: list[PostChange] = []
     seen: set[bytes] = set()
     for record in records:
         try:
             if not record.value:
                 raise InvalidRecord("empty message")
-            post = decode_post(record.value, max_text_chars=max_text_chars)
+            post = decode_record(record.value, max_text_chars=max_text_chars)
         except InvalidRecord as exc:
             dead.append(
                 DeadLetter(
@@ -161,11 +165,14 @@ def decode_batch(
                 )
             )
             continue
+        if isinstance(post, PostChange):
+            changes.append(post)
+            continue
         key = post.key
         if key not in seen:
             seen.add(key)
             good.append((record, post))
-    return good, dead
+    return good, dead, changes
 
 
 async def retry_forever(what: str, attempt: Callable[[], Awaitable[T]], max_delay: float) -> T:
@@ -234,7 +241,7 @@ class BatchProcessor:
     async def prepare(self, records: Sequence[RawRecord]) -> Prepared:
         """Decode (bad records to the dead-letter topic, awaited), match brands, score."""
         started = time.perf_counter()
-        good, dead = decode_batch(records, self._settings.max_text_chars)
+        good, dead, changes = decode_batch(records, self._settings.max_text_chars)
         stages = {"decode": time.perf_counter() - started}
         if dead:
             await retry_forever(
@@ -257,6 +264,7 @@ class BatchProcessor:
             scored=scored,
             seconds=time.perf_counter() - started,
             stages=stages,
+            changes=changes,
         )
 
     async def write(self, batch: Prepared) -> BatchReport:
@@ -264,9 +272,10 @@ class BatchProcessor:
         scored topic. Calls must not overlap: Redis counts partitions in offset order."""
         started = time.perf_counter()
         stages = dict(batch.stages)
-        if not batch.scored:
-            return BatchReport(batch.received, batch.dead, 0, 0, batch.seconds, stages)
         loop = asyncio.get_running_loop()
+        if not batch.scored:
+            await self._apply_changes(batch.changes)
+            return BatchReport(batch.received, batch.dead, 0, 0, batch.seconds, stages)
         counted = 0
 
         def persist() -> list[Stored]:
@@ -301,6 +310,7 @@ class BatchProcessor:
             self._settings.sink_retry_max,
         )
         self._fault_point("scored")
+        await self._apply_changes(batch.changes)
         done = time.perf_counter()
         stages["scored"] = done - mark
         return BatchReport(
@@ -310,6 +320,17 @@ class BatchProcessor:
             counted,
             batch.seconds + done - started,
             stages,
+        )
+
+    async def _apply_changes(self, changes: list[PostChange]) -> None:
+        """Edits and deletes after the posts they follow in the log are stored."""
+        if not changes:
+            return
+        loop = asyncio.get_running_loop()
+        await retry_forever(
+            "postgres edits/deletes",
+            lambda: loop.run_in_executor(self._io_thread, self._postgres.apply_changes, changes),
+            self._settings.sink_retry_max,
         )
 
     def _score(self, posts: list[Post]) -> tuple[list[ScoredPost], float]:

@@ -30,7 +30,7 @@ from psycopg2.extras import execute_values
 from sqlalchemy import Engine
 from sqlalchemy.pool import PoolProxiedConnection
 
-from moodwire.records import ScoredPost
+from moodwire.records import PostChange, ScoredPost
 
 _POST_COLUMNS = "source, source_id, text, created_at, author, url, lang, brands, metadata"
 _SCORE_COLUMNS = "source, source_id, model_version, label, p_negative, p_neutral, p_positive, score"
@@ -65,6 +65,28 @@ FROM posts p
 JOIN scores s ON s.source = p.source AND s.source_id = p.source_id AND s.model_version = %s
 WHERE (p.source, p.source_id) IN (VALUES {values})
 """
+
+# Edits keep the text the post had before; a redelivered or older edit changes nothing.
+_RECORD_EDIT = """
+INSERT INTO post_edits (source, source_id, edited_at, previous_text)
+SELECT source, source_id, %(at)s, text FROM posts
+WHERE source = %(source)s AND source_id = %(id)s AND deleted_at IS NULL
+  AND (edited_at IS NULL OR edited_at < %(at)s)
+ON CONFLICT DO NOTHING
+"""
+_APPLY_EDIT = """
+UPDATE posts SET text = %(text)s, edited_at = %(at)s
+WHERE source = %(source)s AND source_id = %(id)s AND deleted_at IS NULL
+  AND (edited_at IS NULL OR edited_at < %(at)s)
+"""
+# A deleted post keeps its row and its score (its place in the counts); what identifies
+# the person or says what they wrote is erased, edits included.
+_APPLY_DELETE = """
+UPDATE posts SET text = '', author = NULL, url = NULL, metadata = NULL,
+       deleted_at = COALESCE(deleted_at, %(at)s)
+WHERE source = %(source)s AND source_id = %(id)s
+"""
+_ERASE_EDITS = "DELETE FROM post_edits WHERE source = %(source)s AND source_id = %(id)s"
 
 _INSERT_DEAD_LETTERS = """
 INSERT INTO dead_letters (origin, stage, topic, partition, "offset", reason, payload)
@@ -114,6 +136,24 @@ class PostgresSink:
             return []
         stored: list[Stored] = self._transaction(lambda cur: self._write(cur, batch, before_commit))
         return stored
+
+    def apply_changes(self, changes: Sequence[PostChange]) -> None:
+        """Edits and deletes, in order, in one transaction; applying them twice is a no-op."""
+        if not changes:
+            return
+
+        def body(cur: Any) -> None:
+            for change in changes:
+                params = {"source": change.source, "id": change.id, "at": change.at}
+                if change.op == "delete":
+                    cur.execute(_APPLY_DELETE, params)
+                    cur.execute(_ERASE_EDITS, params)
+                elif change.post is not None:
+                    params["text"] = change.post.text
+                    cur.execute(_RECORD_EDIT, params)
+                    cur.execute(_APPLY_EDIT, params)
+
+        self._transaction(body)
 
     def write_dead_letters(self, rows: Sequence[DeadLetterRow]) -> None:
         if not rows:
