@@ -8,7 +8,13 @@ each one's macro-recall, and the engine's peak RSS. Runs alternate (engine, VADE
 ``--classify N`` also pipes N sentiment140 posts through ``moodwire classify`` in a child
 process and prints that process's peak RSS.
 
-Usage: .venv/bin/python bench/classifier.py [--repeats 5] [--classify 100000]
+``--whole N`` compares whole processes on the same JSON Lines file of N real tweets
+(sentiment140 + TweetEval, cycled to N; 393,216 by default with ``--whole 0``): ``moodwire
+classify -i in -o out`` against a VADER script doing the same job (read each line, score
+it, write it back with its sentiment), each a child process timed from launch to exit
+(start-up and model load included), alternating, ``--repeats`` times; the median counts.
+
+Usage: .venv/bin/python bench/classifier.py [--repeats 5] [--classify 100000] [--whole 0]
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from moodwire.model import data, metrics
 from moodwire.model.engine import InferenceEngine
+from moodwire.training import data, metrics
 
 
 def _mib(kib: int) -> float:
@@ -75,6 +81,73 @@ def classify_rss(n: int, data_dir: Path, model: str | None) -> None:
     )
 
 
+# The peer of ``moodwire classify``: what a user would write with VADER for the same job.
+VADER_CLASSIFY = """
+import sys, orjson
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+polarity = SentimentIntensityAnalyzer().polarity_scores
+with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb") as dst:
+    for line in src:
+        post = orjson.loads(line)
+        s = polarity(post["text"])
+        c = s["compound"]
+        post["sentiment"] = "positive" if c >= 0.05 else ("negative" if c <= -0.05 else "neutral")
+        post["score"] = c
+        post["probs"] = [s["neg"], s["neu"], s["pos"]]
+        dst.write(orjson.dumps(post) + b"\\n")
+"""
+
+
+def whole_processes(n: int, data_dir: Path, model: str | None, repeats: int) -> None:
+    texts = data.load_sentiment140(data_dir).texts
+    for split in ("train", "val", "test"):
+        texts += data.load_split(data_dir, split).texts
+    texts = [t for t in texts if t.strip()]
+    n = n or 393_216
+    texts = (texts * (n // len(texts) + 1))[:n]
+    cli = [sys.executable, "-c", "from moodwire.cli.app import main; main()", "classify"]
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.jsonl", Path(tmp) / "out.jsonl"
+        with src.open("wb") as f:
+            for i, t in enumerate(texts):
+                f.write(orjson.dumps({"id": i, "text": t}) + b"\n")
+        commands = {
+            "moodwire classify": [*cli, "-i", str(src), "-o", str(dst)]
+            + (["--model", model] if model else []),
+            "VADER script": [sys.executable, "-c", VADER_CLASSIFY, str(src), str(dst)],
+        }
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(repeats):
+            for name, cmd in commands.items():
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                start = time.perf_counter()
+                subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+                times[name].append(time.perf_counter() - start)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[name].append(
+                    after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+                )
+                with dst.open("rb") as f:
+                    lines = sum(1 for _ in f)
+                if lines != n:
+                    sys.exit(f"{name} wrote {lines} lines for {n} posts")
+    rates = {name: n / statistics.median(t) for name, t in times.items()}
+    print(
+        f"Whole processes on {n:,} real tweets (JSON Lines in and out, start-up included), "
+        f"{repeats} alternating runs, median:"
+    )
+    for name, rate in rates.items():
+        print(
+            f"  {name}: {rate:,.0f} posts/s ({statistics.median(times[name]):.1f} s, "
+            f"{statistics.median(cpu[name]):.1f} CPU-s)"
+        )
+    print(
+        "  whole-process ratio moodwire / VADER: "
+        f"{rates['moodwire classify'] / rates['VADER script']:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=data.default_data_dir())
@@ -82,7 +155,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--classify", type=int, default=0, metavar="N")
+    parser.add_argument(
+        "--whole", type=int, default=None, metavar="N", help="only the whole-process comparison"
+    )
     args = parser.parse_args()
+    if args.whole is not None:
+        whole_processes(args.whole, args.data, args.model, args.repeats)
+        return
 
     test = data.load_split(args.data, "test")
     texts, labels = test.texts, np.asarray(test.labels)

@@ -7,7 +7,7 @@ CPU is not counted) until N posts are in Kafka. It prints, per connector: posts/
 launch to exit (start-up included) and after the first post, ingest CPU-ms per 1,000 posts,
 and beside it the rate the real service emits, as the headroom ratio.
 
-    .venv/bin/python bench/connectors.py [--posts 20000] [--only bluesky,webhook]
+    .venv/bin/python bench/connectors.py [--posts 20000] [--only bluesky,mastodon,webhook]
 """
 
 from __future__ import annotations
@@ -188,15 +188,60 @@ def bluesky(posts: int) -> Iterator[tuple[str, dict[str, str], Callable[[], None
         for i in range(posts)
     ]
     with JetstreamServer(events) as server:
-        server.start()
         yield f"bluesky://{server.address}?tls=0", {}, None
+
+
+@contextmanager
+def mastodon(posts: int) -> Iterator[tuple[str, dict[str, str], Callable[[], None] | None]]:
+    from moodwire.connectors.kit.mastodon_server import MastodonServer, make_status
+
+    statuses = [
+        make_status(
+            f"<p>{TEXTS[i % len(TEXTS)]} <a href='https://x.example/tags/n{i}'>#{i}</a></p>",
+            acct=f"user{i % 997}@remote.example",
+            created_at=(T0 + timedelta(milliseconds=i)).isoformat().replace("+00:00", "Z"),
+        )
+        for i in range(posts)
+    ]
+    with MastodonServer() as server:
+
+        def feed() -> None:
+            # The stream carries only what is posted while it is open, as Mastodon's does.
+            while server.live_streams == 0:
+                time.sleep(0.02)
+            for status in statuses:
+                server.publish(status)
+
+        yield (
+            f"mastodon://{server.address}/public?tls=0",
+            {"MOODWIRE_MASTODON_TOKEN": server.token},
+            feed,
+        )
 
 
 CONNECTORS: dict[str, tuple[Callable[..., Any], float, str]] = {
     "bluesky": (bluesky, 3000.0, "events/s of Jetstream's whole firehose"),
     # name: (setup, the real service's rate, what that rate counts)
+    "mastodon": (mastodon, 50.0, "statuses/s of a big instance's federated timeline (estimate)"),
     "webhook": (webhook, 50.0, "posts/s a busy support desk pushes"),
 }
+
+
+def language_cost(n: int = 20_000) -> float:
+    """CPU microseconds a post without a language tag costs ingest to identify it."""
+    from moodwire.language import LanguageIdentifier
+    from moodwire.records import Post
+
+    ident = LanguageIdentifier()
+    ident.identify("warm up the model")
+    posts = [
+        Post(id=str(i), source="b", text=TEXTS[i % len(TEXTS)] + f" #{i}", created_at=T0)
+        for i in range(n)
+    ]
+    started = time.process_time()
+    for post in posts:
+        ident.assign(post)
+    return (time.process_time() - started) / n * 1e6
 
 
 def main() -> None:
@@ -233,6 +278,10 @@ def main() -> None:
             f"{1e6 * r.cpu_s / r.posts:>10,.0f} {r.real_rate:>10,.0f}  "
             f"{r.steady_rate / r.real_rate:,.1f}x the {r.real_what}"
         )
+    print(
+        f"language identification (posts without a tag: webhook here, not bluesky or "
+        f"mastodon, whose posts carry one): {language_cost():.1f} CPU-us a post"
+    )
 
 
 if __name__ == "__main__":

@@ -49,14 +49,14 @@ from moodwire.connectors import Connector, RawRecord
 from moodwire.db import tables
 from moodwire.db.engine import make_engine
 from moodwire.db.migrate import upgrade
+from moodwire.demo.local_pipeline import LocalPipeline
 from moodwire.ingest import Ingest
-from moodwire.local_pipeline import LocalPipeline
-from moodwire.model import data
 from moodwire.model.engine import InferenceEngine
 from moodwire.records import decode_post, post_from_dict, post_to_dict
 from moodwire.settings import Settings
 from moodwire.stack import manager
 from moodwire.status import collect, serving_model_version
+from moodwire.training import data
 from private_stack import use_private_stack
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

@@ -29,11 +29,11 @@ from kafka import KafkaProducer
 from sqlalchemy import text
 
 from moodwire.db.engine import make_engine
-from moodwire.model import data
 from moodwire.settings import Settings
 from moodwire.stack import manager
 from moodwire.stack.ports import free_port
 from moodwire.topics import ensure_topics
+from moodwire.training import data
 from private_stack import use_private_stack
 
 MOODWIRE = Path(sys.executable).with_name("moodwire")

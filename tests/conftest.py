@@ -21,11 +21,14 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg2
 import pytest
 import redis
+from sqlalchemy.engine import make_url
 
+from moodwire.aggregates.rebuild import mark_whole
 from moodwire.db.migrate import upgrade
 from moodwire.settings import Settings, get_settings
 from moodwire.stack.broker import start_broker
@@ -113,6 +116,7 @@ def _local_postgres_answers() -> bool:
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     embedded: ServerProcess | None = None
+    password: str | None = None
     if _local_postgres_answers():
         port = LOCAL_PG_PORT
     else:
@@ -120,13 +124,17 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         root = Path(tempfile.mkdtemp(prefix="moodwire-test-pg-"))
         embedded = _retry(lambda p: start_postgres(root / "data", p, root / "postgres.log"))
         port = embedded.port
+        password = make_url(embedded.url).password  # the embedded server requires one
     name = f"moodwire_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+    admin = psycopg2.connect(
+        host="127.0.0.1", port=port, user="postgres", password=password, dbname="postgres"
+    )
     admin.autocommit = True
     try:
         with admin.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')
-        url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{name}"
+        auth = "" if password is None else ":" + quote(password, safe="")
+        url = f"postgresql+psycopg2://postgres{auth}@127.0.0.1:{port}/{name}"
         upgrade(url)
         yield url
         with admin.cursor() as cur:
@@ -155,6 +163,9 @@ def _claim_local_redis_db(token: str) -> int | None:
 def _flush_keeping_claim(client: redis.Redis, token: str) -> None:
     client.flushdb()
     client.set(REDIS_CLAIM_KEY, token, ex=REDIS_CLAIM_TTL_S)
+    # The session's Postgres holds every test's rollups; each test's Redis starts empty
+    # and whole, so a worker does not rebuild the other tests' aggregates into it.
+    mark_whole(client)
 
 
 @pytest.fixture(scope="session")

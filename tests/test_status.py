@@ -11,12 +11,12 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from moodwire.aggregates.writer import AggregatesWriter
 from moodwire.cli.app import app
 from moodwire.db.engine import make_engine
 from moodwire.records import Post, ScoredPost
 from moodwire.settings import Settings, get_settings
 from moodwire.sinks.postgres import PostgresSink
-from moodwire.sinks.redis_aggregates import Countable, RedisAggregates
 from moodwire.status import collect, serving_model_version
 
 
@@ -38,20 +38,7 @@ def write_scored(settings: Settings, client: redis.Redis, brands: list[tuple[str
     ]
     engine = make_engine(settings)
     sink = PostgresSink(engine)
-    aggregates = RedisAggregates(client)
-    sink.write(
-        batch,
-        before_commit=lambda stored: aggregates.apply(
-            version,
-            "raw",
-            [
-                Countable(
-                    0, i, source, 1714566600, s.scored.brands, s.scored.label, s.scored.score, s.new
-                )
-                for i, s in enumerate(stored)
-            ],
-        ),
-    )
+    AggregatesWriter(engine, client).write(sink.store(batch).rollups)
     sink.close()
     engine.dispose()
 

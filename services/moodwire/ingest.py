@@ -30,15 +30,20 @@ from kafka.codec import has_lz4, has_snappy, has_zstd
 from kafka.errors import KafkaError, KafkaTimeoutError
 from sqlalchemy.exc import SQLAlchemyError
 
+from moodwire import metrics
 from moodwire.connectors.base import Connector, Offset, Position, RawRecord
 from moodwire.db.cursors import CursorStore
 from moodwire.db.engine import make_engine
+from moodwire.language import LanguageIdentifier
 from moodwire.logs import get_logger
 from moodwire.records import (
+    NO_BOUNDS,
+    Bounds,
     DeadLetter,
     InvalidRecord,
     Post,
     PostChange,
+    bounded_payload,
     decode_record,
     encode_post,
     record_from_dict,
@@ -97,10 +102,15 @@ class IngestStats:
 
 class Pacer:
     """Replays event time: post k waits until (created_at_k - created_at_0) / speed has
-    passed since the first post. Out-of-order timestamps never wait."""
+    passed since the first post. Out-of-order timestamps never wait. No wait is longer
+    than ``max_wait``: a longer gap in event time (a quiet night, or one post stamped
+    years ahead) is cut to it, and the replay goes on paced from that post."""
 
-    def __init__(self, speed: float, wait: Callable[[float], bool]) -> None:
+    def __init__(
+        self, speed: float, wait: Callable[[float], bool], max_wait: float = float("inf")
+    ) -> None:
         self.speed = speed
+        self.max_wait = max_wait
         self._wait = wait
         self._origin: tuple[float, datetime] | None = None
 
@@ -112,8 +122,12 @@ class Pacer:
             self._origin = (time.monotonic(), created_at)
             return False
         wall0, event0 = self._origin
-        due = wall0 + (created_at - event0).total_seconds() / self.speed
-        return self._wait(due - time.monotonic())
+        now = time.monotonic()
+        seconds = wall0 + (created_at - event0).total_seconds() / self.speed - now
+        if seconds > self.max_wait:
+            seconds = self.max_wait
+            self._origin = (now + seconds, created_at)
+        return self._wait(seconds)
 
 
 def unreachable(settings: Settings, exc: Exception) -> IngestError:
@@ -157,14 +171,16 @@ def make_producer(settings: Settings, *, client_id: str = "moodwire-ingest") -> 
         raise unreachable(settings, exc) from None
 
 
-def to_post(record: RawRecord, *, max_text_chars: int) -> Post | PostChange:
+def to_post(
+    record: RawRecord, *, max_text_chars: int, bounds: Bounds = NO_BOUNDS
+) -> Post | PostChange:
     """Validate one raw record into a Post (or an edit or delete of one), or raise
     InvalidRecord with the reason."""
     if record.error is not None:
         raise InvalidRecord(record.error)
     if record.fields is not None:
-        return record_from_dict(record.fields, max_text_chars=max_text_chars)
-    return decode_record(record.payload, max_text_chars=max_text_chars)
+        return record_from_dict(record.fields, max_text_chars=max_text_chars, bounds=bounds)
+    return decode_record(record.payload, max_text_chars=max_text_chars, bounds=bounds)
 
 
 ProgressCallback = Callable[[IngestStats], None]
@@ -264,6 +280,8 @@ class Ingest:
         self._failed_by_kind: Counter[str] = Counter()
         self._first_failure: str | None = None
         self._tracker = CursorTracker()
+        self._language = LanguageIdentifier(settings.language_min_confidence)
+        self._bounds = Bounds.from_settings(settings)
         self.stats = IngestStats()
 
     def stop(self) -> None:
@@ -283,11 +301,12 @@ class Ingest:
             connector.close()  # the loop below, which closes it otherwise, never runs
             raise
         self._connector = connector
+        metrics.set_connector(connector.scheme)
         if self._stop.is_set():
             connector.stop()
         stats = self.stats = IngestStats()
         self._tracker = CursorTracker()
-        pacer = Pacer(self.speed, self._wait)
+        pacer = Pacer(self.speed, self._wait, max_wait=self.settings.replay_max_wait)
         max_chars = self.settings.max_text_chars
         next_progress = stats.started + self._progress_every
         interval = self.settings.ingest_cursor_interval
@@ -424,17 +443,21 @@ class Ingest:
         self, connector: Connector, record: RawRecord, pacer: Pacer, max_chars: int
     ) -> None:
         try:
-            post = to_post(record, max_text_chars=max_chars)
-            # A JSON record that validated is forwarded byte for byte (no re-encoding:
-            # measured 3 us of ~35 per post); parsed ones are encoded canonically.
-            value = record.payload if record.fields is None else encode_post(post)
+            read = to_post(record, max_text_chars=max_chars, bounds=self._bounds)
+            post = self._language.assign_any(read)
+            # A JSON record that validated and already had its language is forwarded byte
+            # for byte (no re-encoding: measured 3 us of ~35 per post).
+            value = record.payload if record.fields is None and post is read else encode_post(post)
+            self._bounds.check_size(value)  # what the broker takes, after any re-encoding
         except InvalidRecord as exc:
             future = self._dead_letter(record, exc.reason, connector.scheme)
+            metrics.INGEST_RECORDS.labels(connector.scheme, "dead").inc()
         else:
             # A stop while pacing still sends this post: it was already read.
             if pacer.wait_for(post.created_at):
                 connector.stop()
             future = self._send(post, value)
+            metrics.INGEST_RECORDS.labels(connector.scheme, "sent").inc()
         if record.ticket is not None:
             self._acknowledge_when_done(connector, record.ticket, future)
         if record.position is not None:
@@ -463,6 +486,7 @@ class Ingest:
             log.warning("cursor save failed; retrying", extra={"error": type(exc).__name__})
             return
         self._tracker.mark_saved(offsets)
+        metrics.CURSOR_SAVED.labels(connector.scheme).set_to_current_time()
 
     def _prepare(self) -> None:
         try:
@@ -482,16 +506,16 @@ class Ingest:
         return self._produce("sent", self.settings.topic_raw, key=post.key, value=value)
 
     def _dead_letter(self, record: RawRecord, reason: str, scheme: str) -> Any:
-        payload = record.payload
         extra = {"connector": scheme or "unknown"}
-        if len(payload) > DEAD_LETTER_MAX_BYTES:
-            extra["truncated"] = str(len(payload))
-            payload = payload[:DEAD_LETTER_MAX_BYTES]
+        limit = min(DEAD_LETTER_MAX_BYTES, self.settings.max_record_bytes)
+        payload, cut = bounded_payload(record.payload, limit)
+        extra.update(cut)
         letter = DeadLetter(
             payload=payload, reason=reason, origin=record.origin, stage="ingest", extra=extra
         )
         self.stats.reasons[reason.split(":", 1)[0][:80]] += 1
         self.stats.dead_lettered += 1
+        metrics.dead_letter("ingest", reason)
         log.debug("dead letter", extra={"origin": record.origin, "reason": reason})
         return self._produce(
             "dead_lettered",

@@ -7,19 +7,30 @@ callers turn that into a dead letter, never a crash.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import orjson
 
-from moodwire.model.labels import LABELS
+from moodwire.labels import LABELS
 
 SCHEMA_VERSION = 1
 DEFAULT_MAX_TEXT_CHARS = 20_000
 _MAX_KEY_CHARS = 256
 MAX_METADATA_DEPTH = 64
 _OPTIONAL_STR = ("author", "url", "lang")
+# Apache Kafka's default message.max.bytes is 1 MiB + 12 (1,048,588) per record batch; a
+# record must stay under it on every topic it travels (raw, scored, dead letters), with
+# room for its headers and the batch framing (a few hundred bytes).
+DEFAULT_MAX_RECORD_BYTES = 1_040_000
+# What a scored record adds to its post at most, besides its brands: sentiment, score,
+# probs, model version and the canonical fields (measured about 200 bytes).
+SCORED_OVERHEAD_BYTES = 4096
+# A source name becomes part of Redis keys (``mw:agg:{mv}:{brand}:{source}:{minute}``):
+# no ``:``, no spaces or control characters, and short.
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 
 
 class InvalidRecord(ValueError):
@@ -91,6 +102,15 @@ class ScoredPost:
 
 
 @dataclass(frozen=True, slots=True)
+class UnscoredPost:
+    """A post stored and counted without a sentiment: the model does not read its
+    language (``moodwire.language``)."""
+
+    post: Post
+    brands: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A record the pipeline refused: its original bytes, why, and where it came from."""
 
@@ -118,6 +138,83 @@ def kafka_origin(topic: str, partition: int, offset: int) -> str:
     return f"{topic}[{partition}]@{offset}"
 
 
+def bounded_payload(payload: bytes, max_bytes: int) -> tuple[bytes, dict[str, str]]:
+    """A dead letter's value cut to ``max_bytes`` (an oversized record must still fit the
+    dead-letter topic), with the ``truncated`` header giving the original size."""
+    if len(payload) <= max_bytes:
+        return payload, {}
+    return payload[:max_bytes], {"truncated": str(len(payload))}
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What the pipeline refuses beyond the schema (``from_settings``); None: no bound.
+
+    - ``max_record_bytes``: a longer encoded record is refused before it is parsed.
+    - ``max_future``: a post stamped further ahead of the clock would pin the alerts'
+      event-time clock and top "recent posts" forever.
+    - ``not_before``: older stamps are bugs (epoch 0, year 1), not history.
+    - ``source_names``: a source becomes part of Redis keys, so it must match
+      :data:`SOURCE_NAME`; ``sources``, when set, is the only sources accepted (a source
+      per post would otherwise make the key count explode).
+    """
+
+    max_record_bytes: int | None = None
+    max_future: timedelta | None = None
+    not_before: datetime | None = None
+    source_names: bool = False
+    sources: frozenset[str] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Bounds:
+        return cls(
+            max_record_bytes=settings.max_record_bytes,
+            max_future=timedelta(seconds=settings.max_future_seconds),
+            not_before=settings.min_created_at,
+            source_names=True,
+            sources=settings.allowed_sources,
+        )
+
+    def check_size(self, data: bytes) -> None:
+        limit = self.max_record_bytes
+        if limit is not None and len(data) > limit:
+            raise InvalidRecord(f"record has {len(data)} bytes (limit {limit})")
+
+    def check(self, record: Post | PostChange, now: datetime | None = None) -> None:
+        """InvalidRecord when ``record`` is out of bounds (time, source)."""
+        stamps = [record.at] if isinstance(record, PostChange) else [record.created_at]
+        if isinstance(record, PostChange) and record.post is not None:
+            stamps.append(record.post.created_at)
+        if self.max_future is not None:
+            now = now or datetime.now(UTC)
+            latest = now + self.max_future
+            for stamp in stamps:
+                if stamp > latest:
+                    ahead = (stamp - now).total_seconds()
+                    raise InvalidRecord(
+                        f"field 'created_at' is {ahead:.0f} s in the future (tolerance "
+                        f"{self.max_future.total_seconds():.0f} s): {stamp.isoformat()}"
+                    )
+        if self.not_before is not None:
+            for stamp in stamps:
+                if stamp < self.not_before:
+                    raise InvalidRecord(
+                        f"field 'created_at' is before {self.not_before.isoformat()}: "
+                        f"{stamp.isoformat()}"
+                    )
+        source = record.source
+        if self.source_names and SOURCE_NAME.fullmatch(source) is None:
+            raise InvalidRecord(
+                f"field 'source' {source[:70]!r} is not a source name (letters, digits and "
+                "._@+- only, at most 64 characters)"
+            )
+        if self.sources is not None and source not in self.sources:
+            raise InvalidRecord(f"source {source[:70]!r} is not in MOODWIRE_SOURCES")
+
+
+NO_BOUNDS = Bounds()
+
+
 # --- raw posts ---------------------------------------------------------------------
 
 
@@ -136,20 +233,29 @@ def decode_post(data: bytes, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) ->
 
 
 def decode_record(
-    data: bytes, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    data: bytes, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, bounds: Bounds = NO_BOUNDS
 ) -> Post | PostChange:
     """Like :func:`decode_post`, but an object with ``"op": "update"|"delete"`` is a
-    :class:`PostChange` (an absent ``op``, or ``"create"``, is a post)."""
+    :class:`PostChange` (an absent ``op``, or ``"create"``, is a post). ``bounds``: the
+    size is checked before parsing, time and source after."""
+    bounds.check_size(data)
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
         return decode_post(data, max_text_chars=max_text_chars)  # says why
-    return record_from_dict(obj, max_text_chars=max_text_chars)
+    return record_from_dict(obj, max_text_chars=max_text_chars, bounds=bounds)
 
 
 def record_from_dict(
-    obj: Any, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    obj: Any, *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, bounds: Bounds = NO_BOUNDS
 ) -> Post | PostChange:
+    record = _record_from_dict(obj, max_text_chars)
+    if bounds is not NO_BOUNDS:
+        bounds.check(record)
+    return record
+
+
+def _record_from_dict(obj: Any, max_text_chars: int) -> Post | PostChange:
     op = obj.get("op") if isinstance(obj, dict) else None
     if op is None or op == "create":
         return post_from_dict(obj, max_text_chars=max_text_chars)

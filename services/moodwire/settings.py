@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     Field,
@@ -28,6 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "moodwire-gru"
 STACK_FILE_NAME = "stack.json"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Marks a field as test-only (fault injection for the crash tests): a real setting, so a
+# test can reach a worker subprocess through its environment, but left out of the
+# README's settings table (moodwire.settings_doc) and listed under "Tests" instead.
+TEST_ONLY: dict[str, Any] = {"test_only": True}
 
 
 def default_state_dir() -> Path:
@@ -134,16 +139,77 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Bind address of the worker's web server."
     )
     web_port: int = Field(
-        default=6066, ge=0, description="Port of the worker's web server (0: any free port)."
+        default=6066,
+        ge=0,
+        le=65535,
+        description="Port of the worker's web server (0: any free port).",
     )
     max_text_chars: int = Field(
         default=20_000, ge=1, description="Longer post texts are refused to the dead-letter topic."
     )
-    session_timeout: float = Field(
-        default=30.0,
+    # --- bounds on input (records.Bounds): refused records become dead letters -----------
+    max_record_bytes: int = Field(
+        default=1_040_000,
+        ge=1024,
+        description="Largest encoded record (bytes) accepted on the raw topic and written to "
+        "the scored topic; keep it under the broker's message.max.bytes (Kafka: 1 MiB).",
+    )
+    max_future_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Posts stamped further than this ahead of the clock (s) are refused.",
+    )
+    min_created_at: datetime = Field(
+        default=datetime(2000, 1, 1, tzinfo=UTC),
+        description="Posts stamped before this time (ISO 8601 with a zone) are refused.",
+    )
+    sources: str = Field(
+        default="",
+        description="Comma-separated source names the pipeline accepts (empty: any name of "
+        "letters, digits and ._@+-, at most 64 characters).",
+    )
+    replay_max_wait: float = Field(
+        default=60.0,
         gt=0,
-        description="Consumer-group session timeout (s); a worker joins in about half of it. "
-        "Tests use 6-10.",
+        description="Longest wait between two posts of a paced replay (`--speed N`), in s; a "
+        "longer gap in event time is cut to it.",
+    )
+    db_connect_timeout: int = Field(
+        default=5, ge=1, description="Seconds to open a PostgreSQL connection before failing."
+    )
+    db_statement_timeout: float = Field(
+        default=60.0,
+        ge=0,
+        description="PostgreSQL statement_timeout and idle_in_transaction_session_timeout (s; "
+        "0: none): a half-open client cannot hold row locks longer.",
+    )
+    redis_socket_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a Redis command may wait on the socket."
+    )
+    redis_connect_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to open a Redis connection before failing."
+    )
+    scored_languages: str = Field(
+        default="en",
+        description="Comma-separated languages the model reads (ISO 639-1). Posts in another "
+        "language are stored and counted with their language but get no sentiment; posts "
+        "whose language is undetermined (`und`) are scored.",
+    )
+    language_min_confidence: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="A post without its own language tag gets the identifier's guess when it "
+        "is at least this sure, else `und`.",
+    )
+    session_timeout: float = Field(
+        # 6 s is Apache Kafka's smallest allowed (group.min.session.timeout.ms); the local
+        # broker makes a join wait half of it, so a worker scores within seconds of launch.
+        # The model and the sinks run on threads, so the loop heartbeats through batches.
+        default=6.0,
+        gt=0,
+        description="Consumer-group session timeout (s): a dead worker's partitions move after "
+        "it; on the local broker a join waits half of it.",
     )
     fetch_max_wait_ms: int = Field(
         default=50,
@@ -170,10 +236,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest pause (s) between retries while Postgres or Redis is down.",
     )
-    fault_crash_after: Literal["postgres", "redis", "scored"] | None = Field(
+    fault_crash_after: Literal["postgres", "redis", "scored", "dead-letters"] | None = Field(
         default=None,
         description="FAULT INJECTION, for tests only: the worker kills itself (exit 137, no "
         "cleanup, no offset commit) right after this write of its first non-empty batch.",
+        json_schema_extra=TEST_ONLY,
     )
     brands_file: Path | None = Field(
         default=None, description="YAML file of brands; default: the bundled demo brands."
@@ -181,10 +248,10 @@ class Settings(BaseSettings):
 
     # --- alerts (negative spikes) and the live web page ----------------------------------
     alert_window_minutes: int = Field(
-        default=2, ge=1, le=60, description="Length of an alert window (event-time minutes)."
-    )
-    alert_baseline_minutes: int = Field(
-        default=60, ge=5, description="Minutes before a window that form its baseline."
+        default=1,
+        ge=1,
+        le=60,
+        description="Length of an alert window (event-time minutes; must divide 60).",
     )
     alert_lateness_minutes: int = Field(
         default=1,
@@ -194,23 +261,61 @@ class Settings(BaseSettings):
     alert_lookback_minutes: int = Field(
         default=30, ge=1, description="Closed windows of this many recent minutes are checked."
     )
-    alert_min_posts: int = Field(
-        default=20, ge=1, description="Fewer posts than this in a window never alert."
+    alert_shift_points: float = Field(
+        default=0.10,
+        gt=0,
+        le=0.5,
+        description="Smallest negative-share shift (share points) the CUSUM is designed for; "
+        "shifts under half of it never add up.",
+    )
+    alert_threshold: float = Field(
+        default=8.0,
+        gt=0,
+        description="Evidence (nats of the over-dispersed binomial CUSUM) that raises a "
+        "negative-shift alert.",
+    )
+    alert_baseline_hours: int = Field(
+        default=8,
+        ge=5,
+        description="Clock hours before a window whose trimmed, pooled share is its baseline.",
     )
     alert_min_baseline_posts: int = Field(
         default=50, ge=1, description="A baseline with fewer posts is too thin to judge against."
     )
-    alert_min_ratio: float = Field(
-        default=1.5, gt=1, description="Window negative share must be >= this x the baseline's."
+    alert_surge_minutes: int = Field(
+        default=5, ge=1, description="A volume surge is judged over this many recent minutes."
     )
-    alert_min_increase: float = Field(
-        default=0.10, ge=0, le=1, description="... and at least this many share points above it."
-    )
-    alert_min_z: float = Field(
-        default=3.0, ge=0, description="... and this many binomial standard errors above it."
+    alert_surge_min_ratio: float = Field(
+        default=3.0, ge=1, description="Volume surge: at least this x the past hour's rate."
     )
     alert_interval: float = Field(
         default=10.0, gt=0, description="Seconds between detection runs of `moodwire alerts`."
+    )
+    alert_rules_file: Path | None = Field(
+        default=None,
+        description="YAML alert rules (channels, per-brand cooldown, quiet hours, detection); "
+        "default: the `alerts:` section of the brands file, else alerts are sent nowhere.",
+    )
+    alert_delivery_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between looks at the delivery outbox."
+    )
+    alert_delivery_timeout: float = Field(
+        default=10.0, gt=0, description="Longest one delivery attempt may take (s)."
+    )
+    alert_retry_initial: float = Field(
+        default=5.0, gt=0, description="First pause before retrying a failed delivery (s)."
+    )
+    alert_retry_max: float = Field(
+        default=900.0, gt=0, description="Longest pause between delivery retries (s)."
+    )
+    alert_max_attempts: int = Field(
+        default=12, ge=1, description="Attempts before a delivery is given up as failed."
+    )
+    alert_fault_crash: Literal["after_enqueue", "after_claim", "after_send"] | None = Field(
+        default=None,
+        description="FAULT INJECTION, for tests only: `moodwire alerts` SIGKILLs itself at "
+        "this point of its first delivery.",
+        json_schema_extra=TEST_ONLY,
     )
     web_api_host: str = Field(
         default="127.0.0.1", description="Bind address of `moodwire web` (the live page)."
@@ -220,6 +325,17 @@ class Settings(BaseSettings):
     )
     web_refresh_seconds: float = Field(
         default=3.0, gt=0, description="How often the live page polls for new figures."
+    )
+    web_token: SecretStr | None = Field(
+        default=None,
+        description="Token of `moodwire web` (at least 16 characters): the page's login and "
+        "the API's `Authorization: Bearer`. Required when it binds a non-loopback address; "
+        "without it a loopback page asks for no login.",
+    )
+    web_allowed_hosts: str = Field(
+        default="localhost,127.0.0.1,::1",
+        description="Comma-separated host names `moodwire web` answers to (the Host header, "
+        "against DNS rebinding); the bind address is added; `*` allows any.",
     )
 
     # --- model -------------------------------------------------------------------------
@@ -233,6 +349,21 @@ class Settings(BaseSettings):
         default=None, ge=1, description="CPU threads for inference (default: all cores)."
     )
     batch_size: int = Field(default=512, ge=1, description="Model batch size inside the engine.")
+
+    # --- metrics (moodwire.metrics) ------------------------------------------------------
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of the Prometheus /metrics endpoint of every long-running "
+        "process (process, ingest, alerts, web).",
+    )
+    metrics_port: int = Field(
+        default=9464,
+        ge=0,
+        le=65535,
+        description="Port of that endpoint (0: any free port; the bound port is logged). A "
+        "port already in use falls back to a free one, with a warning, so that several "
+        "processes on one host all serve.",
+    )
 
     # --- logs ----------------------------------------------------------------------------
     log_level: str = Field(default="INFO", description="Log level.")
@@ -249,6 +380,19 @@ class Settings(BaseSettings):
                     return "postgresql+psycopg2://" + value[len(bare) :]
         return value
 
+    @field_validator("min_created_at")
+    @classmethod
+    def _zoned_floor(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("must have a time zone (e.g. 2000-01-01T00:00:00Z)")
+        return value
+
+    @property
+    def allowed_sources(self) -> frozenset[str] | None:
+        """The ``sources`` allowlist as a set; None when any valid name is accepted."""
+        names = frozenset(n.strip() for n in self.sources.split(",") if n.strip())
+        return names or None
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
@@ -258,6 +402,13 @@ class Settings(BaseSettings):
         if level not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
+
+    @property
+    def model_languages(self) -> frozenset[str]:
+        """``scored_languages`` as a set of lower-case codes."""
+        return frozenset(
+            code.strip().lower() for code in self.scored_languages.split(",") if code.strip()
+        )
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -32,9 +32,22 @@ def _default(name: str, field: FieldInfo) -> str:
     return f"`{value}`"
 
 
+def is_test_only(field: FieldInfo) -> bool:
+    """A fault-injection switch of the crash tests (``settings.TEST_ONLY``): not for users."""
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and extra.get("test_only") is True
+
+
+def settings_for_tests_only() -> list[str]:
+    """The environment variables of the test-only fields (listed under "Tests" instead)."""
+    return [f"MOODWIRE_{n.upper()}" for n, f in Settings.model_fields.items() if is_test_only(f)]
+
+
 def markdown_table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
+        if is_test_only(field):
+            continue
         description = (field.description or "").replace("|", "\\|")
         rows.append(f"| `MOODWIRE_{name.upper()}` | {_default(name, field)} | {description} |")
     return "\n".join(rows)

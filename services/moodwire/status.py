@@ -4,7 +4,11 @@ and the demo's live summary).
 Keys: ``model_version`` (the serving model, from ``settings.model_path``), ``posts`` (rows
 in Postgres), ``scored`` (score rows of the serving version), ``aggregate_total`` (posts
 counted in the serving version's Redis aggregates, each post once whatever brands it
-names), ``dead_letters`` (rows, and ``dead_letters_by_stage``), ``brands`` (per brand:
+names; Redis is read first and written after each Postgres commit, so it may trail
+``scored``, never exceed it), ``aggregates`` (the Redis copy: ``whole``, being rebuilt,
+or lost), ``dead_letters`` (rows, and ``dead_letters_by_stage``), ``unscored_for_language``
+(``{brand: {lang: posts}}``: posts stored and counted without a sentiment because the model
+does not read their language; ``*`` is every such post once), ``brands`` (per brand:
 posts, negative, neutral, positive, mean_score, from the Redis totals; ``(none)`` holds the
 posts that name no brand) and ``errors`` (one line per server that could not be read; the
 figures from it are then None). It never raises for a server being down.
@@ -18,11 +22,13 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, func, select
 
+from moodwire.aggregates.keys import ALL_BRANDS, Bucket
+from moodwire.aggregates.redis_copy import RedisCopy
 from moodwire.db import tables
 from moodwire.db.engine import make_engine
+from moodwire.db.unscored import unscored_counts
 from moodwire.redis_client import connect
 from moodwire.settings import Settings
-from moodwire.sinks.redis_aggregates import ALL_BRANDS, Bucket, RedisAggregates
 
 
 def serving_model_version(model_path: Path) -> str | None:
@@ -63,8 +69,10 @@ def _postgres_figures(engine: Engine, version: str | None) -> dict[str, Any]:
                 select(tables.DeadLetter.stage, func.count()).group_by(tables.DeadLetter.stage)
             )
         }
+        unscored = unscored_counts(conn)
     return {
         "posts": int(posts or 0),
+        "unscored_for_language": unscored,
         "scored": None if scored is None else int(scored),
         "dead_letters": sum(by_stage.values()),
         "dead_letters_by_stage": by_stage,
@@ -74,9 +82,17 @@ def _postgres_figures(engine: Engine, version: str | None) -> dict[str, Any]:
 def _redis_figures(client: redis.Redis, version: str | None) -> dict[str, Any]:
     if version is None:
         return {"aggregate_total": None, "brands": {}}
-    totals = RedisAggregates(client).totals(version)
+    copy = RedisCopy(client)
+    totals = copy.totals(version)
     everything = totals.get(ALL_BRANDS)
+    if copy.rebuilding():
+        state = "rebuilding from postgres"
+    elif copy.in_sync():
+        state = "whole"
+    else:
+        state = "lost: rebuilt by the next worker batch, or run `moodwire aggregates rebuild`"
     return {
+        "aggregates": state,
         "aggregate_total": everything.n if everything else 0,
         "brands": {b: _brand_summary(t) for b, t in sorted(totals.items()) if b != ALL_BRANDS},
     }
@@ -118,15 +134,19 @@ def collect(
         "model_version": version,
         "posts": None,
         "scored": None,
+        "aggregates": None,
         "aggregate_total": None,
         "dead_letters": None,
         "dead_letters_by_stage": {},
+        "unscored_for_language": {},
         "brands": {},
         "errors": [],
     }
     if version is None:
         out["errors"].append(f"model: no readable model at {settings.model_path}")
-    for name, read in (("postgres", postgres), ("redis", redis_)):
+    # Redis first: it is written after each Postgres commit, so read in this order the
+    # aggregated figure can trail the scored one, never exceed it.
+    for name, read in (("redis", redis_), ("postgres", postgres)):
         try:
             out.update(read())
         except Exception as exc:  # a down server is a figure we cannot show, not a crash

@@ -78,3 +78,56 @@ def _rows(settings: Settings) -> int:
         return int(found or 0)
     finally:
         engine.dispose()
+
+
+def _jetstream_post(i: int, tag: str) -> dict[str, object]:
+    return {
+        "did": f"did:plc:user{i % 13:04d}",
+        "time_us": 1764590400_000_000 + i * 1000,
+        "kind": "commit",
+        "commit": {
+            "rev": f"3k{i:08d}",
+            "operation": "create",
+            "collection": "app.bsky.feed.post",
+            "rkey": f"{tag}{i:06d}",
+            "record": {
+                "$type": "app.bsky.feed.post",
+                "createdAt": "2025-12-01T12:00:00.000Z",
+                "langs": ["en"],
+                "text": f"post {i} of run {tag}: loving the new acme phone",
+            },
+            "cid": f"bafy{i}",
+        },
+    }
+
+
+def _bsky_key(i: int, tag: str) -> bytes:
+    return f"bluesky\x1fat://did:plc:user{i % 13:04d}/app.bsky.feed.post/{tag}{i:06d}".encode()
+
+
+def test_bluesky_kill_9_between_produce_and_cursor_save_loses_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from moodwire.connectors.kit.jetstream_server import JetstreamServer
+
+    tag = settings.topic_raw.rsplit(".", 1)[-1]
+    with JetstreamServer([_jetstream_post(i, tag) for i in range(COUNT)]) as server:
+        url = f"bluesky://{server.address}?tls=0&rewind=0&backoff_initial=0.1&backoff_max=0.5"
+
+        def publish_more() -> set[bytes]:
+            more = range(COUNT, COUNT + 20)
+            for i in more:
+                server.add(_jetstream_post(i, tag))
+            return {_bsky_key(i, tag) for i in more}
+
+        saved = contract.check_kill9_resume(
+            settings,
+            url,
+            {_bsky_key(i, tag) for i in range(COUNT)},
+            tmp_path,
+            publish_more=publish_more,
+            name=f"bsky-{tag}",
+        )
+        # The restarts asked Jetstream for the saved cursor, not for the live tail only.
+        cursor = int(saved[server.address]["time_us"])
+        assert any(c.cursor is not None and c.cursor <= cursor for c in server.accepted()[2:])

@@ -13,20 +13,21 @@ from moodwire.brands import BrandMatcher
 from moodwire.connectors import ConnectorError, open_connector
 from moodwire.connectors.demo import DemoConnector
 from moodwire.ingest import to_post
+from support.connectors import as_post, raw_records
 
 
 def _posts(url: str) -> list[dict[str, object]]:
     with open_connector(url) as connector:
-        return [dict(r.fields or {}) for r in connector]
+        return [dict(r.fields or {}) for r in raw_records(connector)]
 
 
 def test_every_post_is_valid_and_most_name_a_brand(monkeypatch: pytest.MonkeyPatch) -> None:
     # The demo must run without the shared data set.
     monkeypatch.setenv("MOODWIRE_DATA_DIR", "/nonexistent")
     with open_connector("demo://?rate=0&seed=3&limit=3000") as connector:
-        records = list(connector)
+        records = list(raw_records(connector))
     assert len(records) == 3000
-    posts = [to_post(r, max_text_chars=20_000) for r in records]
+    posts = [as_post(to_post(r, max_text_chars=20_000)) for r in records]
     assert len({p.key for p in posts}) == 3000
     assert len({p.text for p in posts}) > 1000
     assert {p.source for p in posts} == {"twitter", "reddit", "mastodon", "bluesky", "reviews"}

@@ -11,17 +11,18 @@ import pytest
 from moodwire.connectors import ConnectorError, RawRecord, open_connector
 from moodwire.connectors import file as file_connector
 from moodwire.ingest import to_post
-from moodwire.records import InvalidRecord, Post
+from moodwire.records import InvalidRecord, Post, PostChange
+from support.connectors import raw_records
 
 GOOD = {"id": "1", "source": "twitter", "text": "hi @apple", "created_at": "2024-05-01T10:00:00Z"}
 
 
 def _read(url: str) -> list[RawRecord]:
     with open_connector(url) as connector:
-        return list(connector)
+        return list(raw_records(connector))
 
 
-def _validate(record: RawRecord) -> Post | str:
+def _validate(record: RawRecord) -> Post | PostChange | str:
     try:
         return to_post(record, max_text_chars=20_000)
     except InvalidRecord as exc:
@@ -77,7 +78,7 @@ def test_corrupt_gzip_is_a_one_line_error_after_the_good_records(tmp_path: Path)
         pytest.raises(ConnectorError, match=r"cannot read .*cut\.jsonl\.gz: Compressed file"),
         open_connector(f"file://{truncated}") as connector,
     ):
-        read.extend(connector)
+        read.extend(raw_records(connector))
     # Every complete line before the cut came through, in order.
     posts = [_validate(r) for r in read]
     assert posts and [p.id for p in posts if isinstance(p, Post)] == [

@@ -397,6 +397,7 @@ def test_malformed_event_is_an_error_record(server: MastodonServer) -> None:
         run.wait_records(3)
     finally:
         run.stop()
+    assert len(contract.check_error_records(run.records[:3], at_least=2)) == 2
     bad1, bad2, ok = run.records[:3]
     assert bad1.error is not None and "malformed" in bad1.error
     assert bad2.error is not None and bad1.fields is None

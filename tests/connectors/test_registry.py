@@ -22,6 +22,7 @@ from moodwire.connectors import (
 from moodwire.connectors.demo import DemoConnector
 from moodwire.connectors.file import FileConnector
 from moodwire.connectors.registry import unregister
+from support.connectors import raw_records
 
 
 def test_bundled_schemes_resolve_through_entry_points() -> None:
@@ -83,7 +84,8 @@ def test_third_party_plugin_is_found_by_its_entry_point(plugin_dir: Path) -> Non
     assert known_schemes()["acme"] == "acme_source:AcmeConnector"
     connector = open_connector("acme://feed?n=3")
     assert connector.scheme == "acme"
-    assert [r.origin for r in connector] == ["acme://feed/0", "acme://feed/1", "acme://feed/2"]
+    origins = [r.origin for r in raw_records(connector)]
+    assert origins == ["acme://feed/0", "acme://feed/1", "acme://feed/2"]
 
 
 def test_broken_plugin_gives_a_clear_error(plugin_dir: Path) -> None:
@@ -116,7 +118,7 @@ class _Memory(Connector):
 def test_register_in_process_wins_and_can_be_removed() -> None:
     register("memory", _Memory)
     try:
-        assert [r.payload for r in open_connector("memory://a.b")] == [b"a", b"b"]
+        assert [r.payload for r in raw_records(open_connector("memory://a.b"))] == [b"a", b"b"]
         assert "memory" in known_schemes()
     finally:
         unregister("memory")

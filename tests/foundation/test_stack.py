@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import psutil
 import psycopg2
 import pytest
 import redis
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from moodwire.cli.app import app
@@ -22,6 +24,7 @@ from moodwire.stack import broker as broker_module
 from moodwire.stack.errors import StackError
 from moodwire.stack.ports import free_port, port_in_use
 from moodwire.stack.postgres import start_postgres
+from moodwire.stack.processes import as_user, stop
 from moodwire.topics import partition_counts, topic_names
 
 MOODWIRE = str(Path(sys.executable).with_name("moodwire"))
@@ -92,10 +95,15 @@ def test_embedded_stack_up_answers_then_down_stops_its_pids(server_tmp_path: Pat
             cur.execute("SELECT count(*) FROM posts")
             assert cur.fetchone() == (0,)
         assert redis.Redis.from_url(lines["MOODWIRE_REDIS_URL"]).ping()
+        _check_postgres_needs_its_password(tmp_path / "state", lines["MOODWIRE_DATABASE_URL"])
 
         status = _moodwire(env, "stack", "status")
         assert status.returncode == 0, status.stdout
         assert status.stdout.count(" up ") == 3
+        password = str(make_url(lines["MOODWIRE_DATABASE_URL"]).password)
+        assert password not in status.stdout + status.stderr
+        assert "postgres:***@127.0.0.1" in status.stdout
+        assert password not in started.stderr  # only the eval-able stdout line carries it
 
         again = _moodwire(env, "stack", "up")
         assert again.returncode == 0 and again.stdout == started.stdout  # reused, not restarted
@@ -105,6 +113,51 @@ def test_embedded_stack_up_answers_then_down_stops_its_pids(server_tmp_path: Pat
     assert all(_gone(pid) for pid in pids)
     assert not (tmp_path / "state" / "stack.json").exists()
     assert _moodwire_here(env, "stack", "status").returncode == 1
+
+
+def _check_postgres_needs_its_password(state_dir: Path, url: str) -> None:
+    """The local PostgreSQL asks every client for the generated password, kept mode 600."""
+    parsed = make_url(url)
+    kept = state_dir / "postgres.password"
+    assert kept.read_text().strip() == parsed.password and len(str(parsed.password)) >= 24
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert stat.S_IMODE((state_dir / "stack.json").stat().st_mode) == 0o600
+    for wrong in (None, "postgres", "wrong"):
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(
+                host=parsed.host, port=parsed.port, user="postgres", password=wrong
+            ).close()
+
+
+def test_an_old_trusting_data_directory_starts_requiring_the_password(
+    server_tmp_path: Path,
+) -> None:
+    from moodwire.stack import postgres as pg
+
+    data, log = server_tmp_path / "pg", server_tmp_path / "postgres.log"
+    # A data directory as moodwire made them before passwords: initdb --auth=trust.
+    bin_dir = pg.postgres_bin_dir()
+    user = pg._server_user(data, bin_dir)
+    if user is not None:
+        pg._hand_over(data, log, user)
+    subprocess.run(
+        [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
+        capture_output=True,
+        check=True,
+        cwd=data,
+        **as_user(user),
+    )
+    server = start_postgres(data, free_port(), log)
+    try:
+        dsn = server.url.replace("postgresql+psycopg2", "postgresql")
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT current_database()")
+            assert cur.fetchone() == ("moodwire",)
+        state_dir = server_tmp_path
+        (state_dir / "stack.json").touch(mode=0o600)
+        _check_postgres_needs_its_password(state_dir, server.url)
+    finally:
+        stop(server.pid, server.create_time, pg.STOP_SIGNAL)
 
 
 def test_up_starts_only_what_no_url_configures(

@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 from moodwire.cli.app import app
 from moodwire.connectors import Connector, RawRecord, open_connector
 from moodwire.ingest import DEAD_LETTER_MAX_BYTES, Ingest
-from moodwire.model.data import default_data_dir, load_sentiment140
 from moodwire.records import decode_post
 from moodwire.settings import MissingServerError, Settings, get_settings
+from moodwire.training.data import default_data_dir, load_sentiment140
 
 from .kafka_read import read_topic
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from moodwire.model.data import TWEETEVAL, default_data_dir
 from moodwire.model.engine import InferenceEngine
 from moodwire.settings import DEFAULT_MODEL_DIR
+from moodwire.training.data import TWEETEVAL, default_data_dir
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -111,3 +112,50 @@ def test_model_eval_reports_a_missing_model_or_split_in_one_line(tmp_path: Path)
     unknown = runner.invoke(app, [*bogus, "--split", "bogus"])
     assert unknown.exit_code == 2 and "unknown split 'bogus'" in unknown.output
     assert missing.exception is None or isinstance(missing.exception, SystemExit)
+
+
+def test_a_failing_write_or_read_stops_the_run_with_its_error(engine: InferenceEngine) -> None:
+    """The stages run on threads: an error in any of them reaches the caller, nothing hangs."""
+    lines = [orjson.dumps({"id": i, "text": f"post {i} is great"}) for i in range(20_000)]
+    written: list[bytes] = []
+
+    def failing_write(data: bytes) -> None:
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(data)
+
+    try:
+        classify_lines(lines, failing_write, engine)
+    except OSError as exc:
+        assert exc.errno == 28
+    else:
+        raise AssertionError("the write error was swallowed")
+    assert len(written) == 1
+
+    def failing_read() -> Iterator[bytes]:
+        yield from lines[:5000]
+        raise OSError(5, "Input/output error")
+
+    out = io.BytesIO()
+    try:
+        classify_lines(failing_read(), out.write, engine)
+    except OSError as exc:
+        assert exc.errno == 5
+    else:
+        raise AssertionError("the read error was swallowed")
+    # What was read before the error was scored and written, in order.
+    done = [orjson.loads(line)["id"] for line in out.getvalue().splitlines()]
+    assert done == list(range(len(done))) and len(done) == 4096
+
+
+def test_large_input_keeps_order_across_chunks(engine: InferenceEngine) -> None:
+    lines = [
+        orjson.dumps({"id": i, "text": f"I {'love' if i % 2 else 'hate'} it"})
+        for i in range(10_000)
+    ]
+    out = io.BytesIO()
+    counts = classify_lines(lines, out.write, engine, batch_size=256)
+    rows = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert counts.scored == 10_000 and [r["id"] for r in rows] == list(range(10_000))
+    assert {r["sentiment"] for r in rows[1::2]} == {"positive"}
+    assert {r["sentiment"] for r in rows[0::2]} == {"negative"}

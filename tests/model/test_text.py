@@ -56,7 +56,7 @@ def test_encode_ids_lengths_unknowns_and_limits() -> None:
 
 
 def test_encode_matches_slow_path_on_real_text(data_dir) -> None:  # type: ignore[no-untyped-def]
-    from moodwire.model.data import load_split
+    from moodwire.training.data import load_split
 
     texts = load_split(data_dir, "test").texts[:500]
     tokens = split_batch(texts)

@@ -4,6 +4,7 @@ a deleted post keeps its place in the counts, its text and author erased and nev
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 import orjson
 from sqlalchemy import text
@@ -93,6 +94,7 @@ def test_edits_and_deletes_change_rows_not_counts(
         )
         text_, author, deleted_at, _ = row(deleted)
         assert (text_, author) == ("", None)
+        assert isinstance(deleted_at, datetime)
         assert deleted_at.isoformat() == "2009-05-11T04:00:00+00:00"
         assert row(edited)[0] == "edited: the coffee was cold"
         with engine.connect() as conn:

@@ -12,11 +12,21 @@ from faust.transport.consumer import Consumer
 from moodwire.process import faust_patches
 
 
-def test_both_patches_apply_to_the_installed_faust() -> None:
-    assert faust_patches.apply(42) == {"dispatch": True, "fetch_wait": True}
+def test_the_patches_apply_to_the_installed_faust() -> None:
+    assert faust_patches.apply(42) == {
+        "dispatch": True,
+        "fetch_wait": True,
+        "no_scan": True,
+        "no_table_wait": True,
+    }
     assert Consumer._drain_messages is faust_patches._drain_messages
     # Idempotent: a second apply neither fails nor wraps twice.
-    assert faust_patches.apply(42) == {"dispatch": True, "fetch_wait": True}
+    assert faust_patches.apply(42) == {
+        "dispatch": True,
+        "fetch_wait": True,
+        "no_scan": True,
+        "no_table_wait": True,
+    }
 
 
 def test_worker_consumer_gets_the_configured_fetch_wait() -> None:

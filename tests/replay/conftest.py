@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 import redis
 
+from moodwire.aggregates.writer import AggregatesWriter
 from moodwire.db.engine import make_engine
 from moodwire.model import artifact
 from moodwire.model.engine import InferenceEngine
-from moodwire.process.batch import minute_of
 from moodwire.records import Post, ScoredPost
 from moodwire.settings import Settings
-from moodwire.sinks.postgres import PostgresSink, Stored
-from moodwire.sinks.redis_aggregates import Countable, RedisAggregates
+from moodwire.sinks.postgres import PostgresSink
 from support.pipeline import post_dicts, real_tweets, tag_of
 
 N = 600
@@ -62,31 +61,10 @@ def store_as_serving(settings: Settings, client: redis.Redis, posts: list[Post])
         )
         for i, (p, row) in enumerate(zip(posts, probs, strict=True))
     ]
-    aggregates = RedisAggregates(client)
-
-    def count(stored: list[Stored]) -> None:
-        aggregates.apply(
-            engine.model_version,
-            settings.topic_raw,
-            [
-                Countable(
-                    0,
-                    i,
-                    s.scored.post.source,
-                    minute_of(s.scored.post),
-                    s.scored.brands,
-                    s.scored.label,
-                    s.scored.score,
-                    s.new,
-                )
-                for i, s in enumerate(stored)
-            ],
-        )
-
     db = make_engine(settings)
     sink = PostgresSink(db)
     try:
-        sink.write(batch, before_commit=count)
+        AggregatesWriter(db, client).write(sink.store(batch).rollups)
     finally:
         sink.close()
         db.dispose()

@@ -15,15 +15,16 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
+from moodwire.aggregates.keys import ALL_BRANDS
+from moodwire.aggregates.redis_copy import RedisCopy
 from moodwire.cli.app import app
 from moodwire.db.engine import make_engine
 from moodwire.model import artifact
 from moodwire.model.engine import InferenceEngine
 from moodwire.records import Post
 from moodwire.replay.posts import Scope
-from moodwire.replay.rescore import LOG_TOPIC, RescoreBusy, exclusive, rescore
+from moodwire.replay.rescore import RescoreBusy, exclusive, rescore
 from moodwire.settings import Settings, get_settings
-from moodwire.sinks.redis_aggregates import ALL_BRANDS, RedisAggregates
 from moodwire.status import collect
 from support.pipeline import (
     MOODWIRE,
@@ -48,13 +49,11 @@ def run_cli(settings: Settings, model: Path, *args: str, **env: str) -> subproce
 
 
 def snapshot(settings: Settings, client: redis.Redis, version: str) -> tuple[object, ...]:
-    """Everything a rerun must leave unchanged: rows, buckets, totals, watermark."""
-    agg = RedisAggregates(client)
+    """Everything a rerun must leave unchanged: rows, buckets, totals."""
     return (
         count_scores(settings, version),
         redis_buckets(settings, version),
-        agg.totals(version),
-        agg.watermarks(version, LOG_TOPIC),
+        RedisCopy(client).totals(version),
     )
 
 
@@ -130,21 +129,25 @@ def test_since_until_and_source_bound_what_is_rescored(
     assert min(minutes) >= since.timestamp() and max(minutes) < until.timestamp()
 
 
-def test_killed_between_redis_and_commit_then_rerun_counts_each_post_once(
+def test_killed_between_commit_and_redis_then_rerun_counts_each_post_once(
     settings: Settings, redis_client: redis.Redis, stored: list[Post], model_b: Path
 ) -> None:
     version_b = artifact.model_version(model_b)
-    # The worst window: the first chunk is in the aggregates, its rows are not committed.
-    crashed = run_cli(settings, model_b, "--batch-size", "100", MOODWIRE_FAULT_CRASH_AFTER="redis")
+    # The worst window: the first chunk is committed (rows and rollups), Redis not written.
+    crashed = run_cli(
+        settings, model_b, "--batch-size", "100", MOODWIRE_FAULT_CRASH_AFTER="postgres"
+    )
     out, _ = crashed.communicate(timeout=60)
     assert crashed.returncode == -signal.SIGKILL, out
-    assert count_scores(settings, version_b) == 0
-    assert RedisAggregates(redis_client).totals(version_b)[ALL_BRANDS].n == 100
+    assert count_scores(settings, version_b) == 100
+    # Redis shows less than Postgres holds, never more.
+    assert ALL_BRANDS not in RedisCopy(redis_client).totals(version_b)
 
     engine = InferenceEngine.load(path=model_b, device="cpu")
     rerun = rescore(settings, engine, Scope(source=source_of(settings)), batch_size=100)
-    # The journalled chunk is stored now but not counted again; the rest is both.
-    assert (rerun.resumed_posts, rerun.stored, rerun.counted) == (100, N, N - 100)
+    # The committed chunk is not scored or counted again; the killed run is noticed and
+    # the version's Redis copy rebuilt from the rollups.
+    assert (rerun.rebuilt, rerun.stored, rerun.counted) == (True, N - 100, N - 100)
     assert count_scores(settings, version_b) == N
     assert_aggregates_exact(settings, version_b, N)
 

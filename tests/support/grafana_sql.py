@@ -8,7 +8,7 @@ variable is inserted raw), then the ``$__`` macros are expanded.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 _INTERVAL = re.compile(r"^(\d+)(ms|s|m|h|d)$")
@@ -58,7 +58,7 @@ def expand_macros(sql: str, start: datetime, end: datetime, interval: str) -> st
         step = int(seconds) if seconds == int(seconds) else seconds
         return f"floor(extract(epoch from {args[0]})/{step})*{step}"
 
-    macros = {
+    macros: dict[str, Callable[[list[str]], str]] = {
         "__timeFilter": lambda a: f"{a[0]} BETWEEN {frm} AND {to}",
         "__timeFrom": lambda a: frm,
         "__timeTo": lambda a: to,

@@ -22,12 +22,13 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy import text
 
+from moodwire.aggregates.keys import Bucket
+from moodwire.aggregates.redis_copy import RedisCopy
 from moodwire.db.engine import make_engine
 from moodwire.model import artifact
-from moodwire.model.data import default_data_dir as data_dir
 from moodwire.redis_client import connect
 from moodwire.settings import Settings
-from moodwire.sinks.redis_aggregates import Bucket, RedisAggregates
+from moodwire.training.data import default_data_dir as data_dir
 
 MOODWIRE = Path(sys.executable).with_name("moodwire")
 # Short sessions: a worker joins its group in about half the session timeout (broker.md).
@@ -70,7 +71,11 @@ def tag_of(settings: Settings) -> str:
 
 
 def post_dicts(texts: list[str], tag: str) -> list[dict[str, Any]]:
-    """Posts from two sources, spread over 20 minutes of event time, with zoned stamps."""
+    """Posts from two sources, spread over 20 minutes of event time, with zoned stamps.
+
+    Tagged English, as the source (Twitter) tags them: every one gets a score row, whatever
+    a language guess would say of a short tweet (tests/process/test_language.py covers
+    untagged posts)."""
     start = datetime(2009, 5, 11, 3, 0, tzinfo=UTC)
     return [
         {
@@ -79,6 +84,7 @@ def post_dicts(texts: list[str], tag: str) -> list[dict[str, Any]]:
             "text": t,
             "created_at": (start + timedelta(seconds=i * 1200 / max(1, len(texts)))).isoformat(),
             "author": f"user{i % 97}",
+            "lang": "en",
         }
         for i, t in enumerate(texts)
     ]
@@ -167,6 +173,8 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         MOODWIRE_SESSION_TIMEOUT=str(SESSION_TIMEOUT_S),
         MOODWIRE_LOG_FORMAT="json",
         MOODWIRE_LOG_LEVEL="INFO",
+        # Any free port: never the default one a developer's Prometheus may be scraping.
+        MOODWIRE_METRICS_PORT="0",
     )
     env.update(extra)
     return env
@@ -292,15 +300,36 @@ def sql_buckets(settings: Settings, version: str) -> dict[tuple[str, str, int], 
 
 
 def redis_buckets(settings: Settings, version: str) -> dict[tuple[str, str, int], Bucket]:
+    """This test's buckets in Redis (a rebuild from the session's Postgres also brings
+    back the buckets of earlier tests, whose sources end with other tags)."""
     client = connect(settings)
     try:
-        return RedisAggregates(client).buckets(version)
+        everything = RedisCopy(client).buckets(version)
     finally:
         client.close()
+    suffix = f".{tag_of(settings)}"
+    return {k: b for k, b in everything.items() if k[1].endswith(suffix)}
 
 
-def assert_aggregates_exact(settings: Settings, version: str, expected_posts: int) -> None:
-    """Redis buckets equal the same buckets computed in SQL; ``*`` counts each post once."""
+def assert_aggregates_exact(
+    settings: Settings, version: str, expected_posts: int, timeout: float = 30.0
+) -> None:
+    """Redis buckets equal the same buckets computed in SQL; ``*`` counts each post once.
+
+    Redis is written just after each Postgres commit, so a reader may briefly see rows the
+    copy does not have yet: wait (up to ``timeout``) for the copy to agree."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _aggregates_exact(settings, version, expected_posts)
+            return
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.25)
+
+
+def _aggregates_exact(settings: Settings, version: str, expected_posts: int) -> None:
     sql = sql_buckets(settings, version)
     red = redis_buckets(settings, version)
     assert set(red) == set(sql), (

@@ -31,3 +31,22 @@ def unique_settings(
     settings = Settings(**fields)
     ensure_topics(settings)
     return settings
+
+
+def restartable_port() -> int:
+    """A free port below the kernel's ephemeral range (32768+ here and on most Linux), for
+    a server a test stops and starts again on the same port: an outgoing connection of
+    any process may take a free ephemeral port while the server is down."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 32_000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port in 20000-32000")

@@ -1,6 +1,6 @@
 """Helpers shared by the alerts, api and e2e tests: aggregates and rows on real servers.
 
-``write_minutes`` feeds the real ``RedisAggregates`` sink synthetic per-minute counts
+``write_minutes`` feeds the real Redis copy writer synthetic per-minute counts
 (exact control over shares, for the detector); ``run_real_batch`` puts real tweets
 through the real batch step of the processor (real model, brand matcher, Postgres,
 Redis and Kafka sinks), for the API and the browser test.
@@ -24,12 +24,16 @@ import pytest
 import redis
 from sqlalchemy import text
 
+from moodwire.aggregates.keys import as_text, bucket_from_hash
+from moodwire.aggregates.keys import bucket as bucket_key
+from moodwire.aggregates.rebuild import mark_whole
+from moodwire.aggregates.redis_copy import APPLIED, RedisCopy
+from moodwire.aggregates.rollup import RollupRow
 from moodwire.db.engine import make_engine
-from moodwire.model.data import default_data_dir as data_dir
 from moodwire.redis_client import connect
 from moodwire.settings import Settings
-from moodwire.sinks.redis_aggregates import Countable, RedisAggregates
 from moodwire.status import serving_model_version
+from moodwire.training.data import default_data_dir as data_dir
 from support.settings import unique_settings
 
 # A fixed event-time origin, 2026-01-01 00:00 UTC: detection follows event time only.
@@ -50,28 +54,48 @@ def write_minutes(
     topic: str,
     plan: Iterable[tuple[str, int, int, int]],
 ) -> int:
-    """Count ``(brand, minute index from T0, posts, negatives)`` through the real sink.
+    """Add ``(brand, minute index from T0, posts, negatives)`` to the Redis copy through
+    its real writer (as rows of a newer revision than those there), each post also under
+    ``*``; returns the posts added.
 
     Non-negative posts alternate neutral / positive; sources alternate too.
     """
-    records: list[Countable] = []
-    offset = 0
+    add: dict[tuple[str, str, int], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0.0])
+    posts_added = 0
     for brand, minute, posts, negatives in plan:
         for i in range(posts):
             label = 0 if i < negatives else 1 + (i % 2)
-            records.append(
-                Countable(
-                    partition=0,
-                    offset=offset,
-                    source=SOURCES[i % 2],
-                    minute=T0 + minute * 60,
-                    brands=(brand,),
-                    label=label,
-                    score=(-0.8, 0.0, 0.8)[label],
-                )
+            for b in (brand, "*"):
+                acc = add[(b, SOURCES[i % 2], T0 + minute * 60)]
+                acc[0] += 1
+                acc[1 + label] += 1
+                acc[4] += (-0.8, 0.0, 0.8)[label]
+            posts_added += 1
+    keys = sorted(add)
+    pipe = client.pipeline(transaction=False)
+    for b, s, m in keys:
+        pipe.hgetall(bucket_key(version, b, s, m))
+    rows: list[RollupRow] = []
+    for (b, s, m), raw in zip(keys, pipe.execute(), strict=True):
+        old, acc = bucket_from_hash(raw), add[(b, s, m)]
+        rev = int({as_text(k): as_text(v) for k, v in raw.items()}.get("rev", "0")) + 1
+        rows.append(
+            RollupRow(
+                version,
+                b,
+                s,
+                m,
+                old.n + int(acc[0]),
+                old.neg + int(acc[1]),
+                old.neu + int(acc[2]),
+                old.pos + int(acc[3]),
+                old.score_sum + acc[4],
+                rev,
             )
-            offset += 1
-    return RedisAggregates(client).apply(version, topic, records)
+        )
+    status, _ = RedisCopy(client).write(rows)
+    assert status == APPLIED, f"the Redis copy refused the write ({status})"
+    return posts_added
 
 
 def clear_alerts(settings: Settings) -> None:
@@ -110,6 +134,7 @@ def clear_aggregates(client: redis.Redis) -> None:
     keys = list(client.scan_iter(match="mw:*", count=1000))
     if keys:
         client.delete(*keys)
+    mark_whole(client)  # empty and whole: no rebuild of other tests' rollups into it
 
 
 @dataclass(frozen=True)
@@ -154,6 +179,9 @@ def seed_live_data(settings: Settings, now: float | None = None) -> Seeded:
         for j, t in enumerate(texts):
             created = minute + (j * 59 / len(texts) if minute < top else 0)
             add(t, min(created, now))
+    # Posts the English model does not read: stored and counted, shown as not scored.
+    for k, french in enumerate(FRENCH_APPLE):
+        values.append(raw_post(f"{prefix}fr{k}", french, top - 90 + k, "mastodon", lang="fr-FR"))
     client = connect(settings)
     try:
         clear_aggregates(client)
@@ -161,7 +189,7 @@ def seed_live_data(settings: Settings, now: float | None = None) -> Seeded:
         client.close()
     clear_alerts(settings)
     stored = run_real_batch(settings, values)
-    assert stored == len(values)
+    assert stored == len(values) - len(FRENCH_APPLE)
     from moodwire.alerts.runner import AlertRunner
 
     runner = AlertRunner(settings)
@@ -169,10 +197,19 @@ def seed_live_data(settings: Settings, now: float | None = None) -> Seeded:
         report = runner.run_once(now=now)
     finally:
         runner.close()
-    return Seeded(prefix, len(values), top, spike, angry, report.new_alerts)
+    return Seeded(prefix, stored, top, spike, angry, report.new_alerts)
 
 
-def raw_post(post_id: str, text_: str, created: float, source: str) -> bytes:
+FRENCH_APPLE = [
+    "Mon nouvel iPhone est vraiment génial, la photo est superbe",
+    "L'iPhone est beaucoup trop cher cette année, quelle déception",
+    "Mon iPhone ne charge plus depuis la mise à jour, c'est nul",
+]
+
+
+def raw_post(
+    post_id: str, text_: str, created: float, source: str, lang: str | None = None
+) -> bytes:
     return orjson.dumps(
         {
             "id": post_id,
@@ -180,12 +217,14 @@ def raw_post(post_id: str, text_: str, created: float, source: str) -> bytes:
             "text": text_,
             "created_at": datetime.fromtimestamp(created, tz=UTC).isoformat(),
             "author": f"user{len(text_) % 41}",
+            **({"lang": lang} if lang else {}),
         }
     )
 
 
 def run_real_batch(settings: Settings, values: list[bytes]) -> int:
     """Put raw post bytes through the processor's real batch step; returns rows stored."""
+    from moodwire.aggregates.writer import AggregatesWriter
     from moodwire.brands import BrandMatcher
     from moodwire.model.engine import InferenceEngine
     from moodwire.process.batch import BatchProcessor, RawRecord
@@ -202,7 +241,7 @@ def run_real_batch(settings: Settings, values: list[bytes]) -> int:
             InferenceEngine.load(settings.model_path, device="cpu", threads=1),
             BrandMatcher.load(None),
             PostgresSink(engine),
-            RedisAggregates(client),
+            AggregatesWriter(engine, client),
             kafka,
         )
         try:

@@ -1,5 +1,5 @@
-"""Reading per-minute series back out of the Redis aggregates (layout:
-``moodwire.sinks.redis_aggregates``), for the alert detector and the live page.
+"""Reading per-minute series back out of the Redis copy of the aggregates (layout and
+reader: ``moodwire.aggregates``), for the alert detector and the live page.
 
 Series are summed over sources unless one source is asked for, and read with two
 pipelined round trips whatever the number of brands, sources and minutes.
@@ -13,7 +13,8 @@ from collections.abc import Iterable
 
 import redis
 
-from moodwire.sinks.redis_aggregates import ALL_BRANDS, Bucket, as_text, bucket_from_hash
+from moodwire.aggregates.keys import Bucket
+from moodwire.aggregates.redis_copy import RedisCopy
 
 MINUTE = 60
 EMPTY = Bucket(n=0, neg=0, neu=0, pos=0, score_sum=0.0)
@@ -28,11 +29,11 @@ def add(a: Bucket, b: Bucket) -> Bucket:
 
 def brands(client: redis.Redis, model_version: str) -> list[str]:
     """Every aggregate brand of the version, ``*`` and ``(none)`` included."""
-    return sorted(as_text(b) for b in client.smembers(f"mw:brands:{model_version}"))
+    return RedisCopy(client).brands(model_version)
 
 
 def sources(client: redis.Redis, model_version: str) -> list[str]:
-    return sorted(as_text(s) for s in client.smembers(f"mw:sources:{model_version}"))
+    return RedisCopy(client).sources(model_version)
 
 
 def newest_minute(
@@ -43,10 +44,7 @@ def newest_minute(
     Capped at the current minute so that one post stamped in the future cannot close
     every window early.
     """
-    pipe = client.pipeline(transaction=False)
-    for source in sources(client, model_version):
-        pipe.zrevrange(f"mw:minutes:{model_version}:{ALL_BRANDS}:{source}", 0, 0)
-    newest = [int(as_text(top[0])) for top in pipe.execute() if top]
+    newest = RedisCopy(client).newest_minutes(model_version)
     if not newest:
         return None
     clock = int(time.time() if now is None else now) // MINUTE * MINUTE
@@ -63,24 +61,14 @@ def read_minutes(
     source: str | None = None,
 ) -> Series:
     """Buckets of minutes ``start <= minute < end`` per brand (summed over sources)."""
-    wanted = brands(client, model_version) if only_brands is None else sorted(set(only_brands))
-    wanted_sources = sources(client, model_version) if source is None else [source]
+    copy = RedisCopy(client)
+    wanted = copy.brands(model_version) if only_brands is None else sorted(set(only_brands))
+    wanted_sources = copy.sources(model_version) if source is None else [source]
     pairs = [(b, s) for b in wanted for s in wanted_sources]
-    pipe = client.pipeline(transaction=False)
-    for brand, src in pairs:
-        pipe.zrangebyscore(f"mw:minutes:{model_version}:{brand}:{src}", start, f"({end}")
-    keys: list[tuple[str, int, str]] = []
-    for (brand, src), minutes in zip(pairs, pipe.execute(), strict=True):
-        for minute in minutes:
-            m = int(as_text(minute))
-            keys.append((brand, m, f"mw:agg:{model_version}:{brand}:{src}:{m}"))
-    pipe = client.pipeline(transaction=False)
-    for _, _, key in keys:
-        pipe.hgetall(key)
     out: Series = defaultdict(dict)
-    for (brand, minute, _), raw in zip(keys, pipe.execute(), strict=True):
+    for brand, _, minute, bucket in copy.minute_buckets(model_version, pairs, start, end):
         series = out[brand]
-        series[minute] = add(series.get(minute, EMPTY), bucket_from_hash(raw))
+        series[minute] = add(series.get(minute, EMPTY), bucket)
     for brand in wanted:
         out.setdefault(brand, {})
     return dict(out)

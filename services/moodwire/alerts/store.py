@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from moodwire.alerts.detect import KIND, DetectorConfig, Spike
+from moodwire.alerts.detect import DetectorConfig, Spike
 from moodwire.db import tables
 
 ALL_SOURCES = "*"
@@ -27,12 +27,14 @@ def insert_spike(
         "baseline_posts": spike.baseline_posts,
         "ratio": round(spike.ratio, 4),
         "z": round(spike.z, 3),
+        "score": round(spike.score, 3),
+        **spike.details,
         "thresholds": config.as_dict(),
     }
     statement = (
         insert(tables.Alert)
         .values(
-            kind=KIND,
+            kind=spike.kind,
             brand=spike.brand,
             source=ALL_SOURCES,
             model_version=model_version,
@@ -50,14 +52,61 @@ def insert_spike(
     return None if row is None else as_json(row)
 
 
-def recent(conn: Connection, limit: int = 20, brand: str | None = None) -> list[dict[str, Any]]:
-    """The newest alerts first (by window, then by when they were raised)."""
+def recent(
+    conn: Connection,
+    limit: int = 20,
+    brand: str | None = None,
+    *,
+    open_only: bool = False,
+    with_deliveries: bool = False,
+) -> list[dict[str, Any]]:
+    """The newest alerts first (by window, then by when they were raised); ``open_only``:
+    not acknowledged yet; ``with_deliveries``: each with its outbox rows."""
     alert = tables.Alert
     query = select(*alert.__table__.columns)
     if brand is not None:
         query = query.where(alert.brand == brand)
+    if open_only:
+        query = query.where(alert.acked_at.is_(None))
     query = query.order_by(alert.window_start.desc(), alert.id.desc()).limit(limit)
-    return [as_json(row) for row in conn.execute(query).mappings()]
+    rows = [as_json(row) for row in conn.execute(query).mappings()]
+    if with_deliveries:
+        from moodwire.alerts.outbox import deliveries
+
+        by_alert = deliveries(conn, [int(r["id"]) for r in rows])
+        for row in rows:
+            row["deliveries"] = by_alert.get(int(row["id"]), [])
+    return rows
+
+
+def get(conn: Connection, alert_id: int) -> dict[str, Any] | None:
+    row = (
+        conn.execute(select(*tables.Alert.__table__.columns).where(tables.Alert.id == alert_id))
+        .mappings()
+        .first()
+    )
+    return None if row is None else as_json(row)
+
+
+def acknowledge(
+    conn: Connection, alert_id: int, by: str | None
+) -> tuple[dict[str, Any], bool] | None:
+    """Mark the alert acknowledged; returns it and whether this call did it (False: it
+    already was), or None when there is no such alert. Deliveries still waiting
+    (quiet hours, a retry) are cancelled: someone already knows."""
+    from moodwire.alerts.outbox import cancel_pending
+
+    alert = tables.Alert
+    done = conn.execute(
+        update(alert)
+        .where(alert.id == alert_id, alert.acked_at.is_(None))
+        .values(acked_at=func.now(), acked_by=by)
+        .returning(alert.id)
+    ).first()
+    if done is not None:
+        cancel_pending(conn, alert_id, f"acknowledged by {by}" if by else "acknowledged")
+    row = get(conn, alert_id)
+    return None if row is None else (row, done is not None)
 
 
 def as_json(row: Any) -> dict[str, Any]:

@@ -24,18 +24,30 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 
+from moodwire import metrics
+from moodwire.aggregates.keys import ALL_BRANDS, NO_BRAND, Bucket
+from moodwire.aggregates.redis_copy import RedisCopy
 from moodwire.alerts import series as minute_series
 from moodwire.alerts import store as alert_store
+from moodwire.api import security
 from moodwire.api.queries import recent_posts
 from moodwire.api.rate import RateMeter
 from moodwire.brands import BrandMatcher, BrandsFileError
 from moodwire.db.engine import make_engine
+from moodwire.logs import get_logger
 from moodwire.redis_client import connect
 from moodwire.settings import MissingServerError, Settings
-from moodwire.sinks.redis_aggregates import ALL_BRANDS, NO_BRAND, Bucket, RedisAggregates
 from moodwire.status import collect, serving_model_version
 
 STATIC = Path(__file__).with_name("static")
+log = get_logger(__name__)
+# What a client is told about a server it cannot reach: which one, never its error text
+# (that names hosts, ports, users and SQL; the log has it).
+UNAVAILABLE = {
+    SQLAlchemyError: "PostgreSQL unavailable",
+    redis.RedisError: "Redis unavailable",
+    MissingServerError: "a server is not configured",
+}
 # Hashing the model files on every request would cost more than the request itself.
 VERSION_TTL_S = 10.0
 # How often the app reads the counted-posts total for its posts/s figure.
@@ -80,7 +92,8 @@ def _series_json(buckets: dict[int, Bucket], minutes: list[int]) -> dict[str, An
     }
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, bind_host: str | None = None) -> FastAPI:
+    """The app; ``bind_host`` (default: the setting) joins the Host names it answers to."""
     state: dict[str, Any] = {}
     # Handlers run on a thread pool, beside the rate sampler: one lock so that two first
     # requests do not each open (and one leak) an engine or a Redis client.
@@ -111,7 +124,7 @@ def create_app(settings: Settings) -> FastAPI:
             mv = version.get()
             if mv is not None:
                 with contextlib.suppress(redis.RedisError, MissingServerError):
-                    everything = RedisAggregates(client()).totals(mv).get(ALL_BRANDS)
+                    everything = RedisCopy(client()).totals(mv).get(ALL_BRANDS)
                     rate.observe(everything.n if everything else 0)
             stop.wait(RATE_SAMPLE_S)
 
@@ -139,13 +152,29 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    bind = settings.web_api_host if bind_host is None else bind_host
+    security.install(app, settings, bind, STATIC)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        response = await call_next(request)
+        metrics.observe_request(request.scope, response.status_code, started)
+        return response
 
     @app.exception_handler(SQLAlchemyError)
     @app.exception_handler(redis.RedisError)
     @app.exception_handler(MissingServerError)
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        return JSONResponse({"error": f"{type(exc).__name__}: {first}"}, status_code=503)
+        log.warning("server unavailable", extra={"path": request.url.path, "error": first})
+        kind = next(text for cls, text in UNAVAILABLE.items() if isinstance(exc, cls))
+        return JSONResponse({"error": kind}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request failed", extra={"path": request.url.path})
+        return JSONResponse({"error": "internal error"}, status_code=500)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -162,6 +191,8 @@ def create_app(settings: Settings) -> FastAPI:
         except MissingServerError:  # collect names the missing URL among its errors
             shared = {}
         figures = collect(settings, version.get(), **shared)
+        # Which server could not be read, not its error text (see UNAVAILABLE).
+        figures["errors"] = [f"{e.split(':', 1)[0]}: unavailable" for e in figures["errors"]]
         figures["posts_per_second"] = rate.rate
         figures["display_names"] = {b: display(b) for b in figures["brands"]}
         figures["refresh_seconds"] = settings.web_refresh_seconds
@@ -192,9 +223,16 @@ def create_app(settings: Settings) -> FastAPI:
         return out
 
     @app.get("/api/alerts")
-    def alerts(limit: int = Query(20, ge=1, le=500), brand: str | None = None) -> dict[str, Any]:
+    def alerts(
+        limit: int = Query(20, ge=1, le=500),
+        brand: str | None = None,
+        open: bool = Query(False, description="Only alerts not acknowledged yet."),
+    ) -> dict[str, Any]:
+        # Each alert with its state (acked_at / acked_by) and per-channel deliveries.
         with engine().connect() as conn:
-            rows = alert_store.recent(conn, limit=limit, brand=brand)
+            rows = alert_store.recent(
+                conn, limit=limit, brand=brand, open_only=open, with_deliveries=True
+            )
         for row in rows:
             row["display"] = display(row["brand"])
         return {"alerts": rows}

@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from moodwire.aggregates.keys import NO_BRAND
 from moodwire.db import tables
 from moodwire.model.labels import LABELS
-from moodwire.sinks.redis_aggregates import NO_BRAND
 
 
 def recent_posts(

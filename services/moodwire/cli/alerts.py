@@ -1,4 +1,5 @@
-"""CLI: `moodwire alerts [--once]`: detect negative spikes per brand until Ctrl-C."""
+"""CLI: `moodwire alerts [--once]` (detect and deliver until Ctrl-C), `moodwire alerts
+list / ack ID / test --channel NAME`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import typer
 
+from moodwire import metrics
 from moodwire.settings import MissingServerError, get_settings
 
 
@@ -23,29 +25,44 @@ def _line(alert: dict[str, Any]) -> str:
     )
 
 
+group = typer.Typer(
+    help="Alerts: detect and deliver (no subcommand), list, acknowledge, test a channel.",
+    invoke_without_command=True,
+)
+
+
+@group.callback()
 def alerts(
-    once: bool = typer.Option(False, "--once", help="One detection pass, then exit."),
+    ctx: typer.Context,
+    once: bool = typer.Option(
+        False, "--once", help="One detection pass and one delivery pass, then exit."
+    ),
 ) -> None:
     """Watch the live aggregates and raise an alert when a brand turns negative.
 
-    New alerts go to the Postgres `alerts` table and the alerts topic.
+    New alerts go to the Postgres `alerts` table and the alerts topic, and to the channels
+    of the alert rules (MOODWIRE_ALERT_RULES_FILE) through the delivery outbox.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     import redis
     from kafka.errors import KafkaError
     from sqlalchemy.exc import SQLAlchemyError
 
+    from moodwire.alerts.rules import RulesError
     from moodwire.alerts.runner import AlertRunner, AlertsError
 
     settings = get_settings()
     try:
         runner = AlertRunner(settings)
-    except MissingServerError as err:
+    except (MissingServerError, RulesError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
     try:
         if once:
             try:
                 report = runner.run_once()
+                delivered = runner.deliverer.drain_all()
             except (redis.RedisError, SQLAlchemyError, KafkaError) as exc:
                 # The loop below logs these and retries; a single pass reports and fails.
                 first = (str(exc).strip().splitlines() or [""])[0][:200]
@@ -57,6 +74,7 @@ def alerts(
                 f"{report.windows} window(s) judged, {len(report.spikes)} spike(s), "
                 f"{len(report.new_alerts)} new alert(s)"
                 + ("" if report.watermark is not None else " (no aggregates yet)")
+                + f", {delivered} delivery attempt(s)"
             )
             return
         stop = threading.Event()
@@ -66,6 +84,7 @@ def alerts(
 
         signal.signal(signal.SIGINT, _stop)
         signal.signal(signal.SIGTERM, _stop)
+        metrics.serve(settings, "alerts")
         typer.echo(
             f"watching for negative spikes every {settings.alert_interval:g} s (Ctrl-C stops)"
         )
@@ -79,4 +98,7 @@ def alerts(
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to the root app."""
-    app.command(name="alerts")(alerts)
+    from moodwire.cli import alerts_manage
+
+    alerts_manage.add_commands(group)
+    app.add_typer(group, name="alerts")

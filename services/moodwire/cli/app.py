@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from moodwire import __version__
 from moodwire.cli import (
+    aggregates,
     alerts,
     classify,
     connectors,
@@ -64,6 +65,7 @@ for group in (
     replay,
     status,
     alerts,
+    aggregates,
     web,
     demo,
 ):

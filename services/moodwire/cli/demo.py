@@ -27,7 +27,7 @@ def demo(
     ),
 ) -> None:
     """Start the local stack, the demo feed, a processor, alerts and the live page."""
-    from moodwire.demo import DemoError, DemoOptions, run_demo
+    from moodwire.demo.runner import DemoError, DemoOptions, run_demo
 
     console = Console()
     options = DemoOptions(

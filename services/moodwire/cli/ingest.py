@@ -10,6 +10,7 @@ from typing import NoReturn
 
 import typer
 
+from moodwire import metrics
 from moodwire.brands import BrandsFileError
 from moodwire.connectors import ConnectorError, known_schemes, open_connector
 from moodwire.ingest import Ingest, IngestError, IngestStats, parse_speed
@@ -61,6 +62,7 @@ def ingest(
         progress_every=2.0,
         name=name,
     )
+    metrics.serve(settings, "ingest")
     with _stop_on_signals(run):
         try:
             stats = run.run(connector)

@@ -56,7 +56,7 @@ def _progress() -> Progress:
 
 
 def _data_dir(data: Path | None) -> Path:
-    from moodwire.model.data import default_data_dir
+    from moodwire.training.data import default_data_dir
 
     path = data or default_data_dir()
     if not path.is_dir():
@@ -166,9 +166,9 @@ def train(
     """Train on TweetEval train, select on val (never test), save the model and its card."""
     from dataclasses import replace
 
-    from moodwire.model.teacher import is_teacher
-    from moodwire.model.train import TrainConfig
-    from moodwire.model.train import train as run_training
+    from moodwire.training.teacher import is_teacher
+    from moodwire.training.train import TrainConfig
+    from moodwire.training.train import train as run_training
 
     given: dict[str, Any] = {
         "epochs": epochs,
@@ -245,8 +245,8 @@ def train_teacher(
     """Fine-tune MiniLM-L6 as a teacher for `model train --teacher` (never served)."""
     from dataclasses import replace
 
-    from moodwire.model.teacher import TeacherConfig
-    from moodwire.model.teacher import train_teacher as run
+    from moodwire.training.teacher import TeacherConfig
+    from moodwire.training.teacher import train_teacher as run
 
     given = {"epochs": epochs, "threads": threads, "max_train": max_train, "seed": seed}
     config = replace(TeacherConfig(), **{k: v for k, v in given.items() if v is not None})
@@ -270,7 +270,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Print macro-recall, accuracy, per-class P/R/F1, confusion and ECE; update the card."""
-    from moodwire.model.evaluate import evaluate as run_eval
+    from moodwire.training.evaluate import evaluate as run_eval
 
     try:
         reports = run_eval(model, _data_dir(data), tuple(split or ("val", "test")))

@@ -17,7 +17,11 @@ def process(
         None, "--max-wait", min=0.001, help="Seconds to fill a micro-batch (MOODWIRE_MAX_WAIT)."
     ),
     web_port: int | None = typer.Option(
-        None, "--web-port", min=1, help="Port of the worker's web server (MOODWIRE_WEB_PORT)."
+        None,
+        "--web-port",
+        min=0,
+        max=65535,
+        help="Port of the worker's web server, 0 for any free one (MOODWIRE_WEB_PORT).",
     ),
 ) -> None:
     """Score the raw-posts topic into Postgres, Redis and the scored topic.

@@ -106,7 +106,7 @@ def rescore(
         f"rescored {report.posts:,} posts into {report.model_version}: {report.stored:,} new "
         f"score rows, {report.counted:,} counted in the aggregates, {report.chunks:,} chunks, "
         f"{report.seconds:.1f} s ({report.posts_per_s:,.0f} posts/s)"
-        + (f"; finished {report.resumed_posts:,} of a killed run" if report.resumed_posts else "")
+        + ("; Redis copy of the version rebuilt after a killed run" if report.rebuilt else "")
     )
 
 

@@ -6,7 +6,7 @@ import typer
 
 from moodwire.settings import get_settings
 from moodwire.stack import manager
-from moodwire.stack.errors import StackError
+from moodwire.stack.errors import StackError, mask_password
 
 stack_app = typer.Typer(
     help="Local servers (broker, PostgreSQL, Redis) under MOODWIRE_STATE_DIR.",
@@ -29,7 +29,9 @@ def up() -> None:
         raise _fail(err) from None
     for server in servers:
         typer.echo(manager.env_line(server.name, server.url))
-        typer.echo(f"{server.name}: {server.url} (pid {server.pid}, log {server.log})", err=True)
+        # Only the eval-able line above carries the password; the log line does not.
+        shown = mask_password(server.url)
+        typer.echo(f"{server.name}: {shown} (pid {server.pid}, log {server.log})", err=True)
     typer.echo(f"stack ready; state in {settings.state_dir}", err=True)
 
 
@@ -51,7 +53,9 @@ def status() -> None:
     for row in rows:
         pid = f" pid {row.pid}" if row.pid else ""
         state = "up" if row.answers else "DOWN"
-        typer.echo(f"{row.name:9} {state:5} {row.origin}{pid}  {row.url or '-'}")
+        # Status output gets pasted into tickets and chats: never with a password.
+        url = mask_password(row.url) if row.url else "-"
+        typer.echo(f"{row.name:9} {state:5} {row.origin}{pid}  {url}")
     if not all(row.answers for row in rows):
         raise typer.Exit(1)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from moodwire import metrics
 from moodwire.settings import get_settings
 
 
@@ -15,12 +16,27 @@ def web(
     import uvicorn
 
     from moodwire.api.app import create_app
+    from moodwire.api.security import TokenRequired, require_token_for
 
     settings = get_settings()
     bind = host or settings.web_api_host
     chosen = settings.web_api_port if port is None else port
-    typer.echo(f"moodwire web on http://{bind}:{chosen}/ (Ctrl-C stops)")
-    uvicorn.run(create_app(settings), host=bind, port=chosen, log_level="warning")
+    try:
+        require_token_for(bind, settings)
+    except TokenRequired as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    metrics.serve(settings, "web")
+    login = " (log in with MOODWIRE_WEB_TOKEN)" if settings.web_token else ""
+    typer.echo(f"moodwire web on http://{bind}:{chosen}/{login} (Ctrl-C stops)")
+    # server_header off: no version banner for whoever probes the port.
+    uvicorn.run(
+        create_app(settings, bind_host=bind),
+        host=bind,
+        port=chosen,
+        log_level="warning",
+        server_header=False,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -13,6 +13,8 @@ import random
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from moodwire import metrics
+
 
 class Backoff:
     def __init__(
@@ -34,6 +36,7 @@ class Backoff:
         """Seconds to wait before the next attempt; counts the attempt."""
         ceiling = min(self.cap, self.initial * self.factor**self.attempts)
         self.attempts += 1
+        metrics.reconnect()
         delay = self._rng.uniform(0, ceiling)
         if retry_after is not None and retry_after > delay:
             # The server said when; a cap meant for guessing must not cut it short.

@@ -94,6 +94,9 @@ class Alert(Base):
     baseline_share: Mapped[float | None] = mapped_column(Float)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Set by `moodwire alerts ack`: an acknowledged alert is no longer open.
+    acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    acked_by: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         # One alert per brand, source, window and model: re-running detection is a no-op.
@@ -104,6 +107,39 @@ class Alert(Base):
     )
 
 
+class AlertDelivery(Base):
+    """The delivery outbox: one row per alert and channel, written in the alert's own
+    transaction (``moodwire.alerts.outbox``), marked sent once the channel accepted it."""
+
+    __tablename__ = "alert_deliveries"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(BigInteger)
+    channel: Mapped[str] = mapped_column(Text)
+    # Sent with every attempt (webhook-id, Message-ID), so a receiver can drop repeats.
+    delivery_id: Mapped[str] = mapped_column(Text)
+    # pending | sent | failed | suppressed | cancelled
+    status: Mapped[str] = mapped_column(Text, server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    # While an attempt runs: a row whose lease ran out was left by a crashed sender.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)  # why suppressed, deferred or cancelled
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        ForeignKeyConstraint(["alert_id"], ["alerts.id"], ondelete="CASCADE"),
+        UniqueConstraint("alert_id", "channel", name="alert_deliveries_alert_channel_uq"),
+        UniqueConstraint("delivery_id", name="alert_deliveries_delivery_id_uq"),
+        Index("alert_deliveries_due_idx", "channel", "status", "next_attempt_at"),
+    )
+
+
 class DeadLetter(Base):
     __tablename__ = "dead_letters"
 
@@ -111,18 +147,22 @@ class DeadLetter(Base):
     # Where the bad record came from: a Kafka position, or a connector and line.
     origin: Mapped[str] = mapped_column(Text)
     stage: Mapped[str] = mapped_column(Text)  # "ingest" or "process"
-    # topic/partition/offset: the record's position in the dead-letter topic itself, so that
-    # persisting the topic into this table is idempotent.
+    # topic/partition/offset: the record's position in the dead-letter topic itself.
     topic: Mapped[str | None] = mapped_column(Text)
     partition: Mapped[int | None] = mapped_column(Integer)
     offset: Mapped[int | None] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(Text)
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # What makes a dead letter one (moodwire.process.dead_letters): the refused record's
+    # own position, raw topic incarnation (topic id) + partition + offset, for the
+    # processor's; else the dead-letter topic's incarnation + position. Not the topic name:
+    # a recreated topic starts again at offset 0.
+    origin_key: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (
-        # A redelivered bad record is recorded once.
-        UniqueConstraint("topic", "partition", "offset", name="dead_letters_position_uq"),
+        # A redelivered bad record is recorded once, whatever position it was re-sent at.
+        UniqueConstraint("origin_key", name="dead_letters_origin_key_uq"),
     )
 
 
@@ -154,3 +194,38 @@ class PostEdit(Base):
             ["source", "source_id"], ["posts.source", "posts.source_id"], ondelete="CASCADE"
         ),
     )
+
+
+class UnscoredMinute(Base):
+    """Posts stored without a sentiment because the model does not read their language,
+    per brand (as the aggregates name them: each brand, ``(none)`` and ``*``), source,
+    language and event-time minute. Written with the posts, counting only new rows."""
+
+    __tablename__ = "unscored_minutes"
+
+    brand: Mapped[str] = mapped_column(Text, primary_key=True)
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    lang: Mapped[str] = mapped_column(Text, primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class Rollup(Base):
+    """Per-minute aggregates of the score rows (``moodwire.aggregates.rollup``): counted in
+    the transaction that inserts the scores, only for score rows new in it. The Redis
+    aggregates are a copy of this table, rebuilt from it when lost."""
+
+    __tablename__ = "rollups"
+
+    model_version: Mapped[str] = mapped_column(Text, primary_key=True)
+    # A brand id, "*" (every post once) or "(none)" (posts that name no brand).
+    brand: Mapped[str] = mapped_column(Text, primary_key=True)
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    minute: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+    neg: Mapped[int] = mapped_column(BigInteger)
+    neu: Mapped[int] = mapped_column(BigInteger)
+    pos: Mapped[int] = mapped_column(BigInteger)
+    score_sum: Mapped[float] = mapped_column(Float)
+    # +1 per transaction that changes the row: the Redis copy keeps the highest it saw.
+    rev: Mapped[int] = mapped_column(BigInteger)

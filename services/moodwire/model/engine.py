@@ -27,6 +27,8 @@ from moodwire.settings import get_settings
 
 # Texts tokenized together (and sorted by length together); bounds the memory of one call.
 _TOKENIZE_CHUNK = 8192
+# Token ids of a chunk of texts, concatenated, and each text's token count.
+Encoded = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]
 
 log = get_logger(__name__)
 
@@ -150,12 +152,34 @@ class InferenceEngine:
                 out[lo : lo + len(chunk)] = self._predict_chunk(chunk)
         return out
 
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        """The tokenizer's half of :meth:`predict`, for a caller that runs it on a thread
+        of its own (``classify`` tokenizes chunk k+1 while the GRU reads chunk k):
+        ``predict_encoded(encode(texts)) == predict(texts)``."""
+        out: list[Encoded] = []
+        for lo in range(0, len(texts), _TOKENIZE_CHUNK):
+            chunk = [t if isinstance(t, str) else "" for t in texts[lo : lo + _TOKENIZE_CHUNK]]
+            out.append(self.vocab.encode(chunk))
+        return out
+
+    def predict_encoded(self, encoded: Sequence[Encoded]) -> npt.NDArray[np.float32]:
+        """The network's half of :meth:`predict`, on what :meth:`encode` returned."""
+        with self._lock:
+            parts = [self._forward_chunk(ids, lengths) for ids, lengths in encoded]
+        return np.concatenate(parts) if parts else np.empty((0, 3), dtype=np.float32)
+
     def _predict_chunk(self, texts: list[str]) -> npt.NDArray[np.float32]:
         ids, lengths = self.vocab.encode(texts)
+        return self._forward_chunk(ids, lengths)
+
+    def _forward_chunk(
+        self, ids: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        n = len(lengths)  # one entry per text
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
         order = np.argsort(-lengths, kind="stable")
-        probs = np.empty((len(texts), 3), dtype=np.float32)
-        batches = [order[lo : lo + self.batch_size] for lo in range(0, len(texts), self.batch_size)]
+        probs = np.empty((n, 3), dtype=np.float32)
+        batches = [order[lo : lo + self.batch_size] for lo in range(0, n, self.batch_size)]
 
         def run(rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
             with torch.inference_mode():  # thread-local: set in the worker itself

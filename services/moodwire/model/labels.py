@@ -1,3 +1,9 @@
-"""The model's classes, in the order of its outputs (and of the data's label ids)."""
+"""The model's classes, in the order of its outputs (and of the data's label ids).
 
-LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
+Defined in ``moodwire.labels`` (which the wire codec shares); re-exported here so the
+serving package reads whole on its own.
+"""
+
+from moodwire.labels import LABELS
+
+__all__ = ["LABELS"]

@@ -14,7 +14,8 @@ import numpy.typing as npt
 
 
 class Scorer(Protocol):
-    model_version: str
+    @property
+    def model_version(self) -> str: ...
 
     def predict(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Probabilities ``[p_negative, p_neutral, p_positive]``, one row per text."""

@@ -23,6 +23,7 @@ import html
 import math
 import re
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -344,7 +345,10 @@ class Vocabulary:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         get = self._lookup.get
         tokens = _TOKEN.findall(normalise_batch(texts))
-        ids = np.fromiter((get(t, -2) for t in tokens), dtype=np.int64, count=len(tokens))
+        # map() over dict.get runs in C; a generator expression here was a fifth of encode.
+        ids = np.fromiter(
+            map(get, tokens, repeat(-2, len(tokens))), dtype=np.int64, count=len(tokens)
+        )
         unknown = np.flatnonzero(ids == -2)
         if len(unknown):
             ids = self._expand_unknown(ids, unknown, tokens)

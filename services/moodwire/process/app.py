@@ -8,10 +8,10 @@
   dead letter. A batch is acked only after all its sinks returned, so offsets never
   pass unwritten posts. Scoring batch k+1 overlaps writing batch k (the model thread
   and the Postgres server work at the same time: measured in the report), but writes
-  never overlap each other. One actor (concurrency 1) per worker keeps each
-  partition's batches in offset order, which the Redis watermark relies on.
+  never overlap each other (one actor, concurrency 1, per worker).
 - ``persist-dead-letters`` copies the dead-letter topic into the ``dead_letters`` table,
-  idempotent on each dead letter's own topic/partition/offset, acked once stored.
+  idempotent on each dead letter's origin key (the refused record's raw topic id,
+  partition and offset; else the dead-letter topic's id and position), acked once stored.
 
 Nothing correctness-critical lives in Faust (no tables): Postgres and Redis hold it all.
 """
@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, cast
 
 import faust
 import mode
 
+from moodwire import metrics
 from moodwire.logs import get_logger
+from moodwire.process import faust_patches
 from moodwire.process.batch import (
     BatchProcessor,
     BatchReport,
@@ -34,6 +37,8 @@ from moodwire.process.batch import (
     RawRecord,
     retry_forever,
 )
+from moodwire.process.errors import PermanentError
+from moodwire.process.incarnations import TopicIds, origin_key
 from moodwire.settings import Settings
 from moodwire.sinks.kafka import KafkaWriter
 from moodwire.sinks.postgres import DeadLetterRow, PostgresSink
@@ -45,6 +50,8 @@ log = get_logger(__name__)
 STREAM_BUFFER_MAXSIZE = 65_536
 CONSUMER_MAX_FETCH_SIZE = 4 * 1024 * 1024
 PROGRESS_EVERY_S = 5.0
+LAG_EVERY_S = 1.0
+AGGREGATES_CHECK_S = 5.0
 
 
 def _header(headers: Any, name: str) -> str:
@@ -71,6 +78,7 @@ class Runtime(mode.Service):
         self.processor = processor
         self.kafka = kafka
         self.dead_letter_sink = dead_letter_sink
+        self.topic_ids = TopicIds(settings)
         self._writer_ready = asyncio.Event()
         self._lock = asyncio.Lock()
         self.posts = 0
@@ -79,6 +87,10 @@ class Runtime(mode.Service):
         self.busy_s = 0.0
         self._logged_batches = 0
         self.stage_s: dict[str, float] = {}
+        # Next raw-topic offset to write per partition, and where the lag's high
+        # watermarks come from (the Faust app's consumer; the app is set by create_app).
+        self.next_offset: dict[int, int] = {}
+        self.faust_app: Any = None
 
     def record(self, report: BatchReport) -> None:
         self.posts += report.stored
@@ -87,6 +99,27 @@ class Runtime(mode.Service):
         self.busy_s += report.seconds
         for stage, seconds in report.stages.items():
             self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
+        metrics.observe_batch(report, self.processor.model_version, self.settings.topic_raw)
+
+    def written(self, events: list[Any]) -> None:
+        for event in events:
+            message = event.message
+            if message.topic == self.settings.topic_raw:
+                self.next_offset[message.partition] = message.offset + 1
+
+    @mode.Service.timer(LAG_EVERY_S)
+    async def _lag(self) -> None:
+        if self.faust_app is not None:
+            metrics.update_lag(self.faust_app.consumer, self.settings.topic_raw, self.next_offset)
+
+    @mode.Service.timer(AGGREGATES_CHECK_S)
+    async def _aggregates_whole(self) -> None:
+        # A Redis flushed or restarted while no posts arrive would stay empty until the
+        # next batch: rebuild it from Postgres now (a cheap check when it is whole).
+        try:
+            await self.processor.ensure_aggregates_whole()
+        except Exception as exc:  # Redis or Postgres away: the next batch waits for them
+            log.warning("aggregates check failed", extra={"error": repr(exc)[:300]})
 
     async def ensure_started(self) -> None:
         async with self._lock:
@@ -103,6 +136,7 @@ class Runtime(mode.Service):
         await self.kafka.stop()
         await asyncio.get_running_loop().run_in_executor(None, self.processor.close)
         self.dead_letter_sink.close()
+        self.topic_ids.close()
 
     @mode.Service.timer(PROGRESS_EVERY_S)
     async def _progress(self) -> None:
@@ -127,6 +161,8 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
         settings.consumer_group,
         broker=settings.faust_broker,
         autodiscover=False,
+        # Per-message statistics only Faust's own web views read (faust_patches, patch 5).
+        monitor=faust_patches.quiet_monitor() if settings.faust_speedups else None,
         store="memory://",
         # Faust creates a "<app id>-data" directory even with a memory store; keep it out of
         # the working directory.
@@ -168,11 +204,13 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
                 events = cast(list[Any], taken)
                 runtime.record(await processor.process(raw_records(events)))
                 await _ack(batches, events)
+                runtime.written(events)
             return
 
         async def write_then_ack(prepared: Prepared, events: list[Any]) -> None:
             runtime.record(await processor.write(prepared))
             await _ack(batches, events)
+            runtime.written(events)
 
         # Two batches in flight at most: batch k+1 is decoded and scored while batch k is
         # written. Writes stay strictly sequential (Redis counts in offset order), and a
@@ -195,18 +233,11 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
 
     @app.agent(dead_letters, name="persist-dead-letters", concurrency=1)
     async def persist_dead_letters(stream: faust.StreamT[bytes]) -> None:
-        loop = asyncio.get_running_loop()
         batches = _batches(stream)
         async for taken in batches.noack_take(settings.max_batch, settings.max_wait):
             events = cast(list[Any], taken)
-            rows = [_dead_letter_row(e) for e in events]
-            await retry_forever(
-                "dead-letter persist",
-                lambda rows=rows: loop.run_in_executor(  # type: ignore[misc]
-                    None, runtime.dead_letter_sink.write_dead_letters, rows
-                ),
-                settings.sink_retry_max,
-            )
+            rows = await _dead_letter_rows(runtime, events)
+            await store_dead_letters(runtime.dead_letter_sink, rows, settings.sink_retry_max)
             await _ack(batches, events)
 
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
@@ -214,6 +245,7 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
         log.info("partitions assigned", extra={"topic": settings.topic_raw, "partitions": ours})
 
     app.on_partitions_assigned.connect(cast(Any, _assigned))
+    runtime.faust_app = app
 
     return app
 
@@ -230,6 +262,59 @@ async def _ack(stream: faust.Stream[bytes], events: list[Any]) -> None:
         await stream.ack(event)
 
 
+async def store_dead_letters(
+    sink: PostgresSink, rows: list[DeadLetterRow], retry_max: float
+) -> None:
+    """Rows into ``dead_letters``, retried while Postgres is away. If Postgres refuses the
+    batch for good, each row is stored alone, and one it still refuses is logged and
+    skipped: a dead letter has nowhere further to go, and retrying it would stall the
+    agent forever."""
+    loop = asyncio.get_running_loop()
+
+    async def store(batch: list[DeadLetterRow]) -> None:
+        await retry_forever(
+            "dead-letter persist",
+            lambda: loop.run_in_executor(None, sink.write_dead_letters, batch),
+            retry_max,
+            stop_on_permanent=True,
+        )
+
+    try:
+        await store(rows)
+        return
+    except PermanentError:
+        pass
+    for row in rows:
+        try:
+            await store([row])
+        except PermanentError as exc:
+            log.error(
+                "dead letter not stored: postgres refuses it",
+                extra={"origin": row.origin, "offset": row.offset, "reason": exc.reason},
+            )
+
+
+async def _dead_letter_rows(runtime: Runtime, events: list[Any]) -> list[DeadLetterRow]:
+    rows = [_dead_letter_row(e) for e in events]
+    if all(r.origin_key for r in rows):
+        return rows
+    # No origin key from the sender (ingest's dead letters): key them by their position
+    # in this incarnation of the dead-letter topic.
+    topic = runtime.settings.topic_dead_letters
+    loop = asyncio.get_running_loop()
+    topic_id = await retry_forever(
+        "topic id lookup",
+        lambda: loop.run_in_executor(None, runtime.topic_ids.get, topic),
+        runtime.settings.sink_retry_max,
+    )
+    return [
+        r
+        if r.origin_key
+        else replace(r, origin_key=origin_key(topic_id, r.topic, r.partition, r.offset))
+        for r in rows
+    ]
+
+
 def _dead_letter_row(event: Any) -> DeadLetterRow:
     message = event.message
     headers = message.headers
@@ -241,6 +326,7 @@ def _dead_letter_row(event: Any) -> DeadLetterRow:
         offset=message.offset,
         reason=_header(headers, "moodwire-reason") or "no reason given",
         payload=bytes(message.value or b""),
+        origin_key=_header(headers, "moodwire-origin-key"),
     )
 
 

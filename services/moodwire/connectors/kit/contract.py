@@ -19,6 +19,7 @@ every expected post (repeats allowed: they collapse by key into one row).
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -139,6 +140,49 @@ def check_positions(records: Iterable[RawRecord | Position]) -> None:
         position = item if isinstance(item, Position) else item.position
         assert position is not None, f"record without a position: {item!r:.200}"
         orjson.dumps(dict(position.offset))
+
+
+def check_error_records(records: Iterable[RawRecord], *, at_least: int = 1) -> list[RawRecord]:
+    """Malformed input became error records, each a dead letter to be: a one-line reason,
+    the original bytes and an origin, refused by ingest's validation with that reason;
+    and the stream went on (a valid post follows the last error)."""
+    items = list(records)
+    errors = [r for r in items if r.error is not None]
+    assert len(errors) >= at_least, f"{len(errors)} error records, wanted {at_least}"
+    for record in errors:
+        assert record.error and "\n" not in record.error, f"reason: {record.error!r}"
+        assert isinstance(record.payload, bytes | bytearray), "keep the original bytes"
+        assert record.origin, "an error record needs an origin"
+        try:
+            to_post(record, max_text_chars=20_000)
+        except InvalidRecord as exc:
+            assert exc.reason == record.error
+        else:
+            raise AssertionError(f"an error record validated: {record!r:.200}")
+    last = max(i for i, r in enumerate(items) if r.error is not None)
+    assert posts_of(items[last + 1 :]), "no post after the last malformed input"
+    return errors
+
+
+def check_reconnect_gaps(
+    attempts: list[float],
+    *,
+    backoff_max: float,
+    retry_after: float | None = None,
+    slack: float = 2.0,
+) -> None:
+    """Times (monotonic or wall seconds) at which the server saw connection attempts:
+    with ``retry_after`` the first gap honours it; every other gap stays under the
+    backoff cap (plus ``slack`` for a loaded machine): no hammering, no endless waits."""
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps, "the connector never reconnected"
+    if retry_after is not None:
+        assert gaps[0] >= retry_after * 0.95, f"reconnected {gaps[0]:.2f} s after a 429"
+        gaps = gaps[1:]
+    for gap in gaps:
+        assert 0 <= gap <= backoff_max + slack, (
+            f"a {gap:.2f} s wait exceeds the {backoff_max} s cap"
+        )
 
 
 # --- kill -9 between produce and cursor save, then restart -------------------------------

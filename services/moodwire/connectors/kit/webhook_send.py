@@ -99,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"${args.secret_env} is not set")
     failed = 0
     for body in batches(args.file, max(1, args.batch)):
-        response = send(args.url, body, secret)
+        try:
+            response = send(args.url, body, secret)
+        except httpx.TransportError as exc:
+            print(f"error: cannot reach {args.url}: {exc}", file=sys.stderr)
+            return 1
         print(f"{response.status_code} {response.text}", flush=True)
         failed += response.status_code >= 300
     return 1 if failed else 0
