@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck bench clean browser prometheus
+.PHONY: setup demo test lint bench clean browser prometheus
 
 setup: $(STAMP)
 

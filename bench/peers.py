@@ -81,7 +81,9 @@ def ensure_quix_venv() -> None:
     if QUIX_PYTHON.exists():
         return
     say(f"creating {QUIX_VENV} (quixstreams; once)")
-    subprocess.run([sys._base_executable, "-m", "venv", str(QUIX_VENV)], check=True)
+    # CPython's interpreter outside any venv (not in typeshed, hence getattr).
+    base_python = str(getattr(sys, "_base_executable", sys.executable))
+    subprocess.run([base_python, "-m", "venv", str(QUIX_VENV)], check=True)
     subprocess.run(
         [
             str(QUIX_PYTHON),

@@ -73,7 +73,8 @@ class BatchScorer:
         return [(int(p.argmax()), float(p[2] - p[0])) for p in probs]
 
 
-class PostsSink(BatchingSink):
+# quixstreams is installed in .venv-quix only, so in moodwire's venv mypy sees it as Any.
+class PostsSink(BatchingSink):  # type: ignore[misc]
     """Upsert the batch into Postgres and count it in Redis (one pipeline), per checkpoint."""
 
     def __init__(self, dsn: str, redis_url: str, scorer: BatchScorer | None) -> None:

@@ -37,6 +37,7 @@ from moodwire.stack.ports import free_port, port_in_use
 from moodwire.stack.postgres import STOP_SIGNAL, start_postgres
 from moodwire.stack.processes import ServerProcess, stop
 from moodwire.stack.redis import start_redis
+from moodwire.training.data import TWEETEVAL, default_data_dir
 from support.pipeline import spawn_worker
 from support.settings import unique_settings
 
@@ -217,3 +218,12 @@ def settings(broker_url: str, database_url: str, redis_url: str, tmp_path: Path)
     return unique_settings(
         broker_url, database_url, redis_url, tmp_path / "state", partitions=4, web_port=free_port()
     )
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared labelled tweets (``../shared/data``); tests that need them skip without."""
+    path = default_data_dir()
+    if not (path / TWEETEVAL).is_dir():
+        pytest.skip(f"shared data not found at {path} (set MOODWIRE_DATA_DIR)")
+    return path

@@ -8,10 +8,8 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 from sqlalchemy import text
@@ -23,7 +21,7 @@ from moodwire.db.engine import make_engine
 from moodwire.settings import Settings
 from moodwire.stack.ports import free_port
 from support.alert_outbox import Receivers, raise_alert, rules_file
-from support.web import model_version, write_minutes
+from support.web import model_version, wait_healthy, write_minutes
 
 MOODWIRE = Path(sys.executable).with_name("moodwire")
 
@@ -69,15 +67,7 @@ def test_page_shows_open_and_acknowledged_alerts_with_delivery_state(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert web.poll() is None and time.monotonic() < deadline, "moodwire web did not start"
-            time.sleep(0.2)
+        wait_healthy(url, web)
         done = subprocess.run(
             [
                 browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",

@@ -24,6 +24,7 @@ from moodwire.api.security import COOKIE, session_value
 from moodwire.cli.app import app as cli
 from moodwire.settings import Settings, get_settings
 from moodwire.stack.ports import free_port
+from support.web import wait_healthy
 
 TOKEN = "correct-horse-battery-staple-42"
 LOCAL = "http://127.0.0.1:8080"
@@ -207,16 +208,7 @@ def test_a_public_web_server_answers_only_with_the_token(settings: Settings) -> 
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, process.communicate()[1].decode()
-            assert time.monotonic() < deadline, "moodwire web did not answer in 30 s"
-            time.sleep(0.2)
+        wait_healthy(url, process)
         assert httpx.get(f"{url}/api/status").status_code == 401
         bearer = {"Authorization": f"Bearer {TOKEN}"}
         assert httpx.get(f"{url}/api/status", headers=bearer).status_code == 200

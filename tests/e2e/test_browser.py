@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 from moodwire.settings import Settings
 from moodwire.stack.ports import free_port
 from moodwire.status import collect
-from support.web import Seeded, module_settings, seed_live_data, unseen_model
+from support.web import Seeded, module_settings, seed_live_data, unseen_model, wait_healthy
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 MOODWIRE = Path(sys.executable).with_name("moodwire")
@@ -90,16 +89,7 @@ def serve(settings: Settings, token: str | None = None) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
-            assert time.monotonic() < deadline, "moodwire web did not answer in 30 s"
-            time.sleep(0.2)
+        wait_healthy(url, process)
         yield url
     finally:
         process.terminate()
@@ -164,7 +154,7 @@ def test_page_shows_the_data(
     assert 'data-alert-brand="apple"' in dom
     alert = shifts[0]
     assert f'class="share">{round(100 * alert["negative_share"])}%<' in dom
-    assert "negative spike</span>" in dom
+    assert "negative shift</span>" in dom
 
     # Recent negative posts: the newest real tweets the model scored negative.
     bearer = {"Authorization": f"Bearer {TOKEN}"}

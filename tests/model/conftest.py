@@ -1,22 +1,11 @@
-"""Fixtures of the model tests: the shared data dir (skip when absent), the shipped engine."""
+"""Fixtures of the model tests: the shipped engine (``data_dir`` is in tests/conftest.py)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from moodwire.model.engine import InferenceEngine
 from moodwire.settings import DEFAULT_MODEL_DIR
-from moodwire.training.data import TWEETEVAL, default_data_dir
-
-
-@pytest.fixture(scope="session")
-def data_dir() -> Path:
-    path = default_data_dir()
-    if not (path / TWEETEVAL).is_dir():
-        pytest.skip(f"shared data not found at {path} (set MOODWIRE_DATA_DIR)")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
 import time
 import uuid
 from collections import defaultdict
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import redis
@@ -278,3 +280,21 @@ def unseen_model(root: Path) -> Path:
     config["semver"] = "0.0.0-unseen"
     (target / "config.json").write_text(json.dumps(config))
     return target
+
+
+def wait_healthy(url: str, process: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    """Poll ``url``/healthz until it answers 200; fail at once, with the server's stderr
+    when it was piped, if the process exits first, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            err = process.stderr.read() if process.stderr else b""
+            text_ = err.decode(errors="replace") if isinstance(err, bytes) else str(err)
+            raise AssertionError(f"moodwire web exited ({process.returncode}): {text_[-2000:]}")
+        assert time.monotonic() < deadline, f"moodwire web did not answer in {timeout:.0f} s"
+        time.sleep(0.2)

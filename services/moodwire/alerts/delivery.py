@@ -11,8 +11,6 @@ where only a receiver that drops repeated ids makes it exactly once (README, ale
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import uuid
 from collections.abc import Callable
@@ -25,6 +23,7 @@ from moodwire import metrics
 from moodwire.alerts import outbox
 from moodwire.alerts.channels import DeliveryError, Message, Sender, sender_for
 from moodwire.alerts.rules import AlertRules
+from moodwire.faults import fault_point
 from moodwire.logs import get_logger
 from moodwire.settings import Settings
 
@@ -36,9 +35,7 @@ LEASE_FACTOR = 3.0
 
 def fault(settings: Settings, point: str) -> None:
     """FAULT INJECTION (tests): die like ``kill -9`` at ``point``, no cleanup at all."""
-    if settings.alert_fault_crash == point:
-        log.warning("fault injection: SIGKILL", extra={"point": point})
-        os.kill(os.getpid(), signal.SIGKILL)
+    fault_point(settings.alert_fault_crash, point, "alerts process")
 
 
 def display_names(settings: Settings) -> dict[str, str]:

@@ -17,7 +17,7 @@ The format (the README's alerts section has a full example)::
       quiet_hours: {start: "22:00", end: "07:00", timezone: Europe/Berlin}
     brands:
       apple: {channels: [ops-slack, mail], cooldown: 1h, quiet_hours: null,
-              kinds: [negative_spike], detection: {min_increase: 0.15}}
+              kinds: [negative_shift], detection: {shift_points: 0.15}}
 
 Bad rules are one error naming the file and the key, raised at load (never mid-delivery).
 """

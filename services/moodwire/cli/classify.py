@@ -27,6 +27,7 @@ def classify(
     """Add sentiment, score, probs and model_version to each {"text": ...} line."""
     from moodwire.model.classify import classify_lines
     from moodwire.model.engine import InferenceEngine
+    from moodwire.settings import get_settings
 
     with ExitStack() as stack:
         try:
@@ -35,7 +36,13 @@ def classify(
             typer.echo(f"error: cannot read {input}: {exc.strerror}", err=True)
             raise typer.Exit(2) from exc
         try:
-            engine = InferenceEngine.load(model, batch_size=batch_size)
+            settings = get_settings()
+            engine = InferenceEngine.load(
+                model or settings.model_path,
+                device=settings.device,
+                threads=settings.threads,
+                batch_size=batch_size,
+            )
         except (OSError, ValueError) as exc:  # no model there, or unreadable files
             typer.echo(f"error: cannot load the model: {exc}", err=True)
             raise typer.Exit(2) from exc

@@ -70,7 +70,10 @@ def rescore(
     scope = Scope(since=_when(since, "--since"), until=_when(until, "--until"), source=source)
     try:
         engine = InferenceEngine.load(
-            path=model, device=settings.device, batch_size=settings.batch_size
+            path=model,
+            device=settings.device,
+            threads=settings.threads,
+            batch_size=settings.batch_size,
         )
     except (OSError, ValueError) as exc:
         _fail(f"cannot load the model at {model}: {exc}")

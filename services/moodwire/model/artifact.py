@@ -15,6 +15,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+# The model shipped in the repo (services/moodwire/model/artifact.py -> repo root), the
+# same directory as ``moodwire.settings.DEFAULT_MODEL_DIR``, which may not import this.
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "moodwire-gru"
+
 WEIGHTS = "weights.safetensors"
 VOCAB = "vocab.txt"
 CONFIG = "config.json"

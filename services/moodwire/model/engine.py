@@ -23,7 +23,6 @@ import torch
 from moodwire.logs import get_logger
 from moodwire.model import artifact
 from moodwire.model.text import Vocabulary
-from moodwire.settings import get_settings
 
 # Texts tokenized together (and sorted by length together); bounds the memory of one call.
 _TOKENIZE_CHUNK = 8192
@@ -107,9 +106,8 @@ class InferenceEngine:
         threads: int | None = None,
         batch_size: int = 512,
     ) -> InferenceEngine:
-        settings = get_settings()
-        model_dir = Path(path) if path is not None else settings.model_path
-        threads = threads if threads is not None else settings.threads
+        # Settings are the caller's to pass: the engine serves alone, outside the pipeline.
+        model_dir = Path(path) if path is not None else artifact.SHIPPED_MODEL_DIR
         workers = threads if threads is not None else (os.cpu_count() or 1)
         device = pick_device(device)
         if device == "cpu":

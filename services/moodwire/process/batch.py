@@ -29,20 +29,16 @@ appears twice in one batch is stored once and counted once.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-import numpy as np
-import numpy.typing as npt
-
 from moodwire import metrics
 from moodwire.aggregates.writer import AggregatesWriter
 from moodwire.brands import BrandMatcher
+from moodwire.faults import fault_point
 from moodwire.language import LanguageIdentifier, is_scored
 from moodwire.logs import get_logger
 from moodwire.model.scorer import Scorer
@@ -65,6 +61,7 @@ from moodwire.records import (
     encode_scored,
     kafka_origin,
 )
+from moodwire.scoring import scored_posts
 from moodwire.settings import Settings
 from moodwire.sinks.kafka import KafkaWriter
 from moodwire.sinks.postgres import PostgresSink, Stored
@@ -113,35 +110,6 @@ class Prepared:
 def minute_of(post: Post) -> int:
     """Epoch second of the start of the post's event-time minute (the aggregate bucket)."""
     return int(post.created_at.timestamp()) // 60 * 60
-
-
-def scored_posts(
-    posts: Sequence[Post],
-    brands: Sequence[tuple[str, ...]],
-    probs: npt.NDArray[np.float32],
-    model_version: str,
-) -> list[ScoredPost]:
-    """``posts[i]`` with brands ``brands[i]`` and the class probabilities ``probs[i]``."""
-    labels = probs.argmax(axis=1).tolist()
-    return [
-        ScoredPost(
-            post=p,
-            label=int(label),
-            probs=(row[0], row[1], row[2]),
-            model_version=model_version,
-            brands=b,
-        )
-        for p, label, row, b in zip(posts, labels, probs.tolist(), brands, strict=True)
-    ]
-
-
-def fault_point(crash_after: str | None, where: str, what: str) -> None:
-    """Fault injection for the exactness tests (``settings.fault_crash_after``): when
-    ``where`` is the configured point, die like ``kill -9``, with no cleanup and no
-    offset commit."""
-    if crash_after == where:
-        log.warning("fault injection: killing the %s", what, extra={"after": where})
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def dead_letter(record: RawRecord, reason: str, bounds: Bounds = NO_BOUNDS) -> DeadLetter:

@@ -27,13 +27,14 @@ from sqlalchemy import Connection, Engine, text
 from moodwire.aggregates.rebuild import rebuild
 from moodwire.aggregates.writer import AggregatesWriter
 from moodwire.db.engine import make_engine
+from moodwire.faults import fault_point
 from moodwire.logs import get_logger
 from moodwire.model.scorer import Scorer
-from moodwire.process.batch import fault_point, scored_posts
 from moodwire.redis_client import connect
 from moodwire.replay import posts
 from moodwire.replay.journal import RunMarker
 from moodwire.replay.posts import Key, Scope, StoredPost
+from moodwire.scoring import scored_posts
 from moodwire.settings import Settings
 from moodwire.sinks.postgres import PostgresSink
 

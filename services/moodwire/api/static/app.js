@@ -298,14 +298,17 @@
     const axis = (series && series.minutes) || [];
     for (const brand of names) {
       const t = totals[brand];
-      const windows = (alerts || []).filter((a) => a.brand === brand)
-        .map((a) => [epochOf(a.window_start), epochOf(a.window_end)]);
-      const alerting = windows.some(([start]) => axis.includes(start));
+      const mine = (alerts || []).filter((a) => a.brand === brand);
+      const windows = mine.map((a) => [epochOf(a.window_start), epochOf(a.window_end)]);
+      const shown = mine.filter((a) => axis.includes(epochOf(a.window_start)));
+      const alerting = shown.length > 0;
+      // A negative shift says more than a volume surge: it names the badge when both are up.
+      const badge = shown.some((a) => a.kind !== "volume_surge") ? "negative shift" : "volume surge";
       const card = el("div", { class: "card" + (alerting ? " alerting" : ""), "data-brand": brand });
       card.style.setProperty("--c", brand === NO_BRAND ? NEU : colorOf(brand));
       const head = el("div", { class: "card-head" });
       head.appendChild(el("span", { class: "card-name" }, display(brand)));
-      if (alerting) head.appendChild(el("span", { class: "card-badge" }, "negative spike"));
+      if (alerting) head.appendChild(el("span", { class: "card-badge" }, badge));
       card.appendChild(head);
 
       const stats = el("div", { class: "card-stats" });
@@ -369,7 +372,7 @@
   function renderAlerts(alerts) {
     const box = $("alerts");
     if (!alerts.length) {
-      box.replaceChildren(el("div", { class: "none" }, "No negative spikes so far."));
+      box.replaceChildren(el("div", { class: "none" }, "No alerts so far."));
       return;
     }
     const table = el("table", { class: "alerts" });
