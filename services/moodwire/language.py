@@ -25,10 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from moodwire.logs import get_logger
 from moodwire.records import Post, PostChange
-
-log = get_logger(__name__)
 
 UNDETERMINED = "und"
 _MODEL_FILE = ("resources", "lid.176.ftz")
