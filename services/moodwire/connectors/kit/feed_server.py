@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
-from types import TracebackType
 
 from aiohttp import web
+
+from moodwire.connectors.kit.serving import ThreadedServer
 
 
 @dataclass
@@ -65,21 +66,20 @@ def _content_type(body: bytes) -> str:
     return "application/xml"
 
 
-class FeedServer:
+class FeedServer(ThreadedServer):
+    thread_name = "feed-server"
+
     def __init__(self, feeds: Mapping[str, bytes | Path] | None = None, *, port: int = 0) -> None:
-        self.port = port
+        super().__init__(port)
         self.requests: list[SeenRequest] = []
         self._feeds: dict[str, _Version] = {}
         self._faults: list[_Fault] = []
         # (path, after this many requests to it, entry XML) still to add.
         self._scheduled: list[tuple[str, int, bytes]] = []
         self._lock = threading.Lock()
-        self.url = ""
         self._stopping = threading.Event()
         for path, content in (feeds or {}).items():
             self.set_feed(path, content)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
     # --- content and faults ------------------------------------------------------------
 
@@ -197,58 +197,18 @@ class FeedServer:
 
     # --- lifecycle ---------------------------------------------------------------------
 
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._serve)
+        return app
+
     def start(self) -> str:
-        """Serve in a background thread; returns the base URL (``http://127.0.0.1:PORT``)."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
         self._stopping.clear()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                app = web.Application()
-                app.router.add_get("/{tail:.*}", self._serve)
-                runner = web.AppRunner(app, access_log=None)
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, "127.0.0.1", self.port)
-                loop.run_until_complete(site.start())
-                self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="feed-server", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise failure[0]
-        return self.url
+        return super().start()
 
     def stop(self) -> None:
         self._stopping.set()
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-        self._loop = None
-        self._thread = None
-
-    def __enter__(self) -> FeedServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        super().stop()
 
 
 def _not_modified(request: web.Request, version: _Version) -> bool:

@@ -16,17 +16,17 @@ Try the connector against a JSON list (or JSON Lines) of items::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from moodwire.connectors.kit.serving import ThreadedServer
 
 
 @dataclass
@@ -36,9 +36,12 @@ class SeenRequest:
     status: int = 200
 
 
-class HackerNewsServer:
+class HackerNewsServer(ThreadedServer):
+    thread_name = "hn-server"
+    url_path = "/v0"
+
     def __init__(self, items: Iterable[Mapping[str, Any]] = (), *, port: int = 0) -> None:
-        self.port = port
+        super().__init__(port)
         self.requests: list[SeenRequest] = []
         self.maxitem: int | None = None
         self._items: dict[int, bytes] = {}
@@ -47,9 +50,6 @@ class HackerNewsServer:
         self._lock = threading.Lock()
         for item in items:
             self.add(item)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
 
     # --- content and faults ------------------------------------------------------------
 
@@ -123,55 +123,6 @@ class HackerNewsServer:
         app.router.add_get("/v0/maxitem.json", self._maxitem)
         app.router.add_get("/v0/item/{id}.json", self._item)
         return app
-
-    def start(self) -> str:
-        """Serve in a background thread; returns the API base (``http://127.0.0.1:PORT/v0``)."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                runner = web.AppRunner(self._app(), access_log=None)
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, "127.0.0.1", self.port)
-                loop.run_until_complete(site.start())
-                self.url = f"http://127.0.0.1:{runner.addresses[0][1]}/v0"
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="hn-server", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise failure[0]
-        return self.url
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-        self._loop = None
-        self._thread = None
-
-    def __enter__(self) -> HackerNewsServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def load_items(path: Path) -> list[dict[str, Any]]:

@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from moodwire.connectors.kit.serving import ThreadedServer
 
 PATH_V1 = "/subscribe"
 PATH_V2 = "/xrpc/network.bsky.jetstream.subscribeEvents"
@@ -64,9 +64,13 @@ class _Plan:
     malformed: bytes = b'{"did": "did:plc:broken", "kind": "commit", "commit": {'
 
 
-class JetstreamServer:
+class JetstreamServer(ThreadedServer):
+    thread_name = "jetstream-server"
+    scheme = "ws"
+    shutdown_timeout = 0.5
+
     def __init__(self, events: Iterable[Mapping[str, Any] | bytes] = (), *, port: int = 0) -> None:
-        self.port = port
+        super().__init__(port)
         self.connections: list[SeenConnection] = []
         self._frames: list[bytes] = []
         self._times: list[int | None] = []
@@ -75,11 +79,7 @@ class JetstreamServer:
         self._lock = threading.Lock()
         for event in events:
             self.add(event)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
         self._transports: set[asyncio.Transport] = set()
-        self.url = ""
 
     @classmethod
     def from_capture(cls, path: Path, *, port: int = 0) -> JetstreamServer:
@@ -231,63 +231,9 @@ class JetstreamServer:
         """``127.0.0.1:PORT``, the host part of a ``bluesky://`` URL."""
         return self.url.split("://", 1)[-1]
 
-    def start(self) -> str:
-        """Serve in a background thread; returns ``ws://127.0.0.1:PORT``."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=0.5)
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, "127.0.0.1", self.port)
-                loop.run_until_complete(site.start())
-                self._runner = runner
-                self.url = f"ws://127.0.0.1:{runner.addresses[0][1]}"
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="jetstream-server", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise failure[0]
-        return self.url
-
-    async def _shutdown(self) -> None:
+    async def _before_cleanup(self) -> None:
         for transport in list(self._transports):
             transport.abort()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    def stop(self) -> None:
-        loop = self._loop
-        if loop is not None and self._thread is not None:
-            with contextlib.suppress(Exception):  # shutting down anyway
-                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(5)
-            loop.call_soon_threadsafe(loop.stop)
-            self._thread.join(5)
-        self._loop = None
-        self._thread = None
-
-    def __enter__(self) -> JetstreamServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _wrap_v2(frame: bytes, seq: int) -> bytes:

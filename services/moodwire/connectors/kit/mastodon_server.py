@@ -33,12 +33,13 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
+
+from moodwire.connectors.kit.serving import ThreadedServer
 
 DEFAULT_TOKEN = "moodwire-demo-token"
 _MAX_LIMIT = 40
@@ -131,7 +132,10 @@ def make_status(
     }
 
 
-class MastodonServer:
+class MastodonServer(ThreadedServer):
+    thread_name = "mastodon-server"
+    shutdown_timeout = 0.5
+
     def __init__(
         self,
         statuses: Iterable[Mapping[str, Any]] = (),
@@ -142,7 +146,7 @@ class MastodonServer:
     ) -> None:
         self.token = token
         self.heartbeat = heartbeat
-        self.port = port
+        super().__init__(port)
         self.requests: list[SeenRequest] = []
         self.streams_opened = 0
         self._timeline: dict[int, dict[str, Any]] = {}
@@ -152,9 +156,6 @@ class MastodonServer:
         self._lock = threading.Lock()
         for status in statuses:
             self.add(status)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
 
     # --- content -----------------------------------------------------------------------
 
@@ -359,59 +360,12 @@ class MastodonServer:
         """``127.0.0.1:PORT``, the instance part of a ``mastodon://`` URL (with ``tls=0``)."""
         return self.url.removeprefix("http://")
 
-    def start(self) -> str:
-        """Serve in a background thread; returns the base URL (``http://127.0.0.1:PORT``)."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=0.5)
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, "127.0.0.1", self.port)
-                loop.run_until_complete(site.start())
-                self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            with self._lock:
-                streams = list(self._streams)
-            for stream in streams:
-                stream.silent = False
-                stream.queue.put_nowait(None)
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="mastodon-server", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise failure[0]
-        return self.url
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-        self._loop = None
-        self._thread = None
-
-    def __enter__(self) -> MastodonServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    async def _before_cleanup(self) -> None:
+        with self._lock:
+            streams = list(self._streams)
+        for stream in streams:
+            stream.silent = False
+            stream.queue.put_nowait(None)
 
 
 def load_statuses(path: Path) -> list[dict[str, Any]]:

@@ -23,7 +23,6 @@ Try the connector against a capture::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import secrets
 import threading
@@ -31,11 +30,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from moodwire.connectors.kit.serving import ThreadedServer
 
 
 @dataclass
@@ -84,7 +84,9 @@ def thing(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
     return {"kind": kind, "data": dict(data)}
 
 
-class RedditServer:
+class RedditServer(ThreadedServer):
+    thread_name = "reddit-server"
+
     """Reddit's OAuth + listing API over posts and comments held in memory.
 
     ``posts``/``comments``: things (``{"kind": "t3", "data": {...}}``) in any order; each
@@ -104,7 +106,7 @@ class RedditServer:
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_ttl = token_ttl
-        self.port = port
+        super().__init__(port)
         self.ratelimit_remaining = 600.0
         self.ratelimit_reset = 60
         self.requests: list[SeenRequest] = []
@@ -116,10 +118,6 @@ class RedditServer:
         self._seq = 0
         for item in [*posts, *comments]:
             self.add(item)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
     # --- content and faults ------------------------------------------------------------
 
@@ -258,57 +256,6 @@ class RedditServer:
         app.router.add_get("/r/{sub}/{what:new|comments}", self._listing)
         app.router.add_get("/r/{sub}/{what:new|comments}.json", self._listing)
         return app
-
-    def start(self) -> str:
-        """Serve in a background thread; returns the base URL (``http://127.0.0.1:PORT``)."""
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                runner = web.AppRunner(self._app(), access_log=None)
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, "127.0.0.1", self.port)
-                loop.run_until_complete(site.start())
-                self._runner = runner
-                port = runner.addresses[0][1]
-                self.url = f"http://127.0.0.1:{port}"
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="reddit-server", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise failure[0]
-        return self.url
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
-        self._loop = None
-        self._thread = None
-
-    def __enter__(self) -> RedditServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
