@@ -9,22 +9,26 @@ each from launch with its own consumer group, a fresh database and an empty Redi
 - ``quix-vader``: ``bench/quix_app.py``, Quix Streams 3.28, VADER per message;
 - ``quix-moodwire``: the same app with moodwire's inference engine as its scorer;
 - ``quix-none``: the same app with no scorer (``--systems`` only: the framework alone);
-- ``moodwire-1`` / ``moodwire-2``: ``moodwire process`` with 1 and 2 workers.
+- ``moodwire-1`` / ``moodwire-2``: ``moodwire process`` with 1 and 2 workers, as shipped
+  (it also writes every scored post to the scored-posts topic);
+- ``moodwire-1-dbonly`` / ``moodwire-2-dbonly``: the same with
+  ``MOODWIRE_PUBLISH_SCORED=false``, the Quix app's job exactly (Postgres and Redis only).
 
 Every system reads JSON posts, tags brands, scores, upserts into Postgres, adds
-per-brand-per-minute counts to Redis and commits about every second (moodwire also writes
-the scored-posts topic). Per run it prints posts/s from launch and after the first row,
-launch to first row, CPU-s per 100k posts of the app and of each server, and whether the
-rows and the per-brand-per-minute aggregates equal what the corpus says; then the median
-per system and the ratios. Both kinds of consumer get the same session timeout (the local
-broker makes a group join wait half of it).
+per-brand-per-minute counts to Redis and commits about every second. Per run it prints
+posts/s from launch and after the first row, launch to first row, CPU-s per 100k posts of
+the app and of each server, and whether the rows and the per-brand-per-minute aggregates
+equal what the corpus says; then the median per system and the ratios. Both kinds of
+consumer get the same session timeout (the local broker makes a group join wait half of
+it).
 
 The Quix app needs its own venv (quixstreams pins pydantic < 2.14, which moodwire cannot
 use); the first run creates ``.venv-quix`` from ``bench/requirements-quix.txt`` and lets it
 import moodwire's engine from ``.venv``.
 
 Usage: .venv/bin/python bench/peers.py [--posts 40000] [--rounds 2]
-       [--systems quix-vader,quix-moodwire,moodwire-1,moodwire-2] [--json FILE]
+       [--systems quix-vader,quix-moodwire,moodwire-1,moodwire-2,moodwire-1-dbonly,...]
+       [--json FILE]
 """
 
 from __future__ import annotations
@@ -64,7 +68,14 @@ QUIX_VENV = REPO / ".venv-quix"
 QUIX_PYTHON = QUIX_VENV / "bin" / "python"
 QUIX_APP = REPO / "bench" / "quix_app.py"
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
-SYSTEMS = ("quix-vader", "quix-moodwire", "moodwire-1", "moodwire-2")
+SYSTEMS = (
+    "quix-vader",
+    "quix-moodwire",
+    "moodwire-1",
+    "moodwire-2",
+    "moodwire-1-dbonly",
+    "moodwire-2-dbonly",
+)
 REDIS_DB = 1
 
 
@@ -344,9 +355,10 @@ def run_once(
                     "MOODWIRE_DATABASE_URL": dsn,
                     "MOODWIRE_REDIS_URL": redis_url,
                     "MOODWIRE_CONSUMER_GROUP": group,
+                    "MOODWIRE_PUBLISH_SCORED": str(not system.endswith("-dbonly")).lower(),
                 },
             )
-            workers = int(system.rsplit("-", 1)[1])
+            workers = int(system.split("-")[1])
             pids = [pipeline.start_worker(f"worker-{i + 1}").process.pid for i in range(workers)]
         deadline = launched + timeout
 
@@ -494,13 +506,13 @@ def report(runs: list[Run], systems: list[str], session_timeout: float) -> dict[
         f"{session_timeout:g} s for every consumer, runs alternating"
     )
     print(
-        f"  {'system':<14} {'rnd':>3} {'posts/s launch':>14} {'after 1st row':>13} "
+        f"  {'system':<18} {'rnd':>3} {'posts/s launch':>14} {'after 1st row':>13} "
         f"{'1st row s':>9} {'app CPU-s/100k':>14} {'servers CPU-s/100k':>30}  exact"
     )
     for r in runs:
         srv = " ".join(f"{k[:5]} {r.per_100k(v):4.1f}" for k, v in r.server_cpu.items())
         print(
-            f"  {r.system:<14} {r.round:>3} {r.rate_from_launch:>14,.0f} "
+            f"  {r.system:<18} {r.round:>3} {r.rate_from_launch:>14,.0f} "
             f"{r.rate_after_first:>13,.0f} {r.first_row_s:>9.2f} "
             f"{r.per_100k(r.app_cpu):>14.1f} {srv:>30}  "
             f"{'yes' if r.rows_exact and r.aggregates_exact else 'NO ' + r.detail}"
@@ -520,7 +532,7 @@ def report(runs: list[Run], systems: list[str], session_timeout: float) -> dict[
     print("  median per system:")
     for s, m in med.items():
         print(
-            f"    {s:<14} {m['posts_per_s']:>8,.0f} posts/s from launch, "
+            f"    {s:<18} {m['posts_per_s']:>8,.0f} posts/s from launch, "
             f"{m['posts_per_s_after_first_row']:>8,.0f} after the first row, first row "
             f"{m['first_row_s']:.2f} s, app {m['app_cpu_per_100k']:.1f} CPU-s/100k, servers "
             f"{m['servers_cpu_per_100k']:.1f}"

@@ -31,7 +31,6 @@ from sqlalchemy import text
 from moodwire.db.engine import make_engine
 from moodwire.settings import Settings
 from moodwire.stack import manager
-from moodwire.stack.ports import free_port
 from moodwire.topics import ensure_topics
 from moodwire.training import data
 from private_stack import use_private_stack
@@ -99,7 +98,6 @@ def drain(settings: Settings, variant: str, texts: list[str], n: int, logs: Path
         MOODWIRE_TOPIC_DEAD_LETTERS=s.topic_dead_letters,
         MOODWIRE_TOPIC_ALERTS=s.topic_alerts,
         MOODWIRE_CONSUMER_GROUP=s.consumer_group,
-        MOODWIRE_WEB_PORT=str(free_port()),
         MOODWIRE_FAUST_SPEEDUPS="true" if variant == "patched" else "false",
         MOODWIRE_LOG_FORMAT="json",
     )

@@ -215,9 +215,7 @@ def redis_client(_redis_session: tuple[str, str]) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def settings(broker_url: str, database_url: str, redis_url: str, tmp_path: Path) -> Settings:
-    return unique_settings(
-        broker_url, database_url, redis_url, tmp_path / "state", partitions=4, web_port=free_port()
-    )
+    return unique_settings(broker_url, database_url, redis_url, tmp_path / "state", partitions=4)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,8 @@ from moodwire.records import (
     decode_scored,
     encode_post,
     encode_scored,
+    post_to_dict,
+    scored_to_dict,
 )
 
 SCHEMA = json.loads(
@@ -175,6 +177,30 @@ def test_scored_round_trip_and_derived_fields() -> None:
     assert back.sentiment == "positive"
     assert back.score == pytest.approx(0.6)
     assert back.post == post and back.brands == ("acme",) and back.model_version == "m1"
+
+
+def test_a_scored_record_is_its_post_record_then_the_score_fields() -> None:
+    # scored_to_dict writes the post's fields out by hand (hot path): it must stay the
+    # post's own record, field for field and in order, whatever optional fields are set.
+    full = decode_post(
+        orjson.dumps(
+            {**GOOD, "author": "a", "url": "https://x.test/1", "lang": "en", "metadata": {"k": 1}}
+        )
+    )
+    bare = decode_post(orjson.dumps(GOOD))
+    for post in (full, bare):
+        scored = ScoredPost(post, label=0, probs=(0.5, 0.25, 0.25), model_version="m", brands=())
+        record = scored_to_dict(scored)
+        fields = list(record.items())
+        assert fields[: len(post_to_dict(post))] == list(post_to_dict(post).items())
+        assert [k for k, _ in fields[len(post_to_dict(post)) :]] == [
+            "brands",
+            "sentiment",
+            "score",
+            "probs",
+            "model_version",
+        ]
+        assert (record["sentiment"], record["score"]) == ("negative", -0.25)
 
 
 def test_dead_letter_headers_carry_reason_origin_and_stage() -> None:

@@ -423,14 +423,33 @@ def encode_post(post: Post | PostChange) -> bytes:
 
 
 def scored_to_dict(scored: ScoredPost) -> dict[str, Any]:
-    out = post_to_dict(scored.post)
-    out.update(
-        brands=list(scored.brands),
-        sentiment=scored.sentiment,
-        score=round(scored.score, 6),
-        probs=[round(p, 6) for p in scored.probs],
-        model_version=scored.model_version,
-    )
+    """The post's ``post.v1`` fields, then brands, sentiment, score, probs, model_version.
+
+    Written out rather than built on :func:`post_to_dict`: this runs once per post on the
+    worker's hot path, where the generic loop over optional fields and the per-call
+    keyword dict showed in profiles (about a fifth of this function)."""
+    post = scored.post
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "id": post.id,
+        "source": post.source,
+        "text": post.text,
+        "created_at": post.created_at.isoformat(),
+    }
+    if post.author is not None:
+        out["author"] = post.author
+    if post.url is not None:
+        out["url"] = post.url
+    if post.lang is not None:
+        out["lang"] = post.lang
+    if post.metadata is not None:
+        out["metadata"] = post.metadata
+    negative, neutral, positive = scored.probs
+    out["brands"] = list(scored.brands)
+    out["sentiment"] = LABELS[scored.label]
+    out["score"] = round(positive - negative, 6)
+    out["probs"] = [round(negative, 6), round(neutral, 6), round(positive, 6)]
+    out["model_version"] = scored.model_version
     return out
 
 

@@ -135,15 +135,6 @@ class Settings(BaseSettings):
     max_wait: float = Field(
         default=0.05, gt=0, description="Seconds to wait filling a micro-batch."
     )
-    web_host: str = Field(
-        default="127.0.0.1", description="Bind address of the worker's web server."
-    )
-    web_port: int = Field(
-        default=6066,
-        ge=0,
-        le=65535,
-        description="Port of the worker's web server (0: any free port).",
-    )
     max_text_chars: int = Field(
         default=20_000, ge=1, description="Longer post texts are refused to the dead-letter topic."
     )
@@ -225,6 +216,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Torch threads of the stream processor's model. The broker, Postgres and "
         "Redis share the cores; on 2 busy cores 2 threads measured 40x slower than 1.",
+    )
+    publish_scored: bool = Field(
+        default=True,
+        description="Also write every scored post to MOODWIRE_TOPIC_SCORED, for consumers "
+        "outside moodwire; false: Postgres and Redis only (nothing in moodwire reads the "
+        "topic; it costs about a tenth of a worker's CPU).",
     )
     overlap_batches: bool = Field(
         default=True,

@@ -3,12 +3,14 @@ one line each, naming the variable."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import typer
 from typer.testing import CliRunner
 
-from moodwire.cli.app import app
+from moodwire.cli.app import COMMANDS, app
 from moodwire.settings import Settings, get_settings
 
 
@@ -17,6 +19,28 @@ def test_every_command_has_a_one_line_description() -> None:
     assert {"stack", "db", "demo"} <= set(commands)
     undocumented = [name for name, cmd in commands.items() if not cmd.get_short_help_str(200)]
     assert undocumented == []
+
+
+def test_the_lazy_command_map_names_every_command_of_the_whole_app() -> None:
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    assert set(commands) == set(COMMANDS)
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    # What `moodwire process` imports before it can join its consumer group counts
+    # towards launch-to-first-row; alembic comes only with `moodwire db` and the stack.
+    code = (
+        "import sys; sys.argv = ['moodwire', 'process', '--help']\n"
+        "from moodwire.cli.app import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('moodwire.cli.')))\n"
+        "print('alembic' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[-2] == "['moodwire.cli.app', 'moodwire.cli.process']"
+    assert out[-1] == "False"
 
 
 def test_help_lists_the_commands() -> None:

@@ -159,3 +159,92 @@ def test_large_input_keeps_order_across_chunks(engine: InferenceEngine) -> None:
     assert counts.scored == 10_000 and [r["id"] for r in rows] == list(range(10_000))
     assert {r["sentiment"] for r in rows[1::2]} == {"positive"}
     assert {r["sentiment"] for r in rows[0::2]} == {"negative"}
+
+
+def _numbered_fixture(copies: int) -> list[bytes]:
+    """LINES (bad lines and a blank one among them) again and again, each copy's posts
+    numbered, so order and line numbers can be checked across many chunks."""
+    out = []
+    for copy in range(copies):
+        for line in LINES:
+            out.append(line.replace(b'"id": ', b'"id": %d' % (copy * 100)) if copy else line)
+    return out
+
+
+def _classify(
+    engine: InferenceEngine, lines: list[bytes], workers: int, chunk_lines: int = 7
+) -> tuple[bytes, tuple[int, int]]:
+    out = io.BytesIO()
+    counts = classify_lines(lines, out.write, engine, workers=workers, chunk_lines=chunk_lines)
+    return out.getvalue(), (counts.scored, counts.errors)
+
+
+def test_several_workers_write_the_bytes_of_one(engine: InferenceEngine) -> None:
+    """The engine sorts and batches within a chunk; the same chunks in worker processes
+    give the same bytes, in input order, bad lines numbered as in one process."""
+    lines = _numbered_fixture(40)
+    one, counts = _classify(engine, lines, workers=1)
+    assert counts == (3 * 40, 5 * 40)
+    for workers in (2, 3):
+        assert _classify(engine, lines, workers) == (one, counts)
+    rows = [orjson.loads(line) for line in one.splitlines()]
+    bad_numbers = [r["line"] for r in rows if "line" in r]
+    assert bad_numbers == [n + 9 * copy for copy in range(40) for n in (2, 6, 8)]
+    assert sum("sentiment" in r for r in rows) == 3 * 40  # every good line once
+
+
+def test_workers_keep_what_was_read_before_a_read_error(engine: InferenceEngine) -> None:
+    lines = [orjson.dumps({"id": i, "text": f"post {i} is great"}) for i in range(100)]
+
+    def failing_read() -> Iterator[bytes]:
+        yield from lines[:50]
+        raise OSError(5, "Input/output error")
+
+    out = io.BytesIO()
+    try:
+        classify_lines(failing_read(), out.write, engine, workers=2, chunk_lines=8)
+    except OSError as exc:
+        assert exc.errno == 5
+    else:
+        raise AssertionError("the read error was swallowed")
+    # The chunk being read when it failed is lost, as in one process; all before it stays.
+    assert [orjson.loads(line)["id"] for line in out.getvalue().splitlines()] == list(range(48))
+
+
+def test_workers_stop_at_a_write_error(engine: InferenceEngine) -> None:
+    lines = [orjson.dumps({"id": i, "text": f"post {i}"}) for i in range(200)]
+    written: list[bytes] = []
+
+    def failing_write(data: bytes) -> None:
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(data)
+
+    try:
+        classify_lines(lines, failing_write, engine, workers=2, chunk_lines=10)
+    except OSError as exc:
+        assert exc.errno == 28
+    else:
+        raise AssertionError("the write error was swallowed")
+    assert len(written) == 1 and written[0].count(b"\n") == 10
+
+
+def test_cli_workers_and_a_full_disk(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(_numbered_fixture(3)) + b"\n")
+    outs = []
+    for workers in ("1", "2"):
+        dst = tmp_path / f"out{workers}.jsonl"
+        done = _cli("-i", str(src), "-o", str(dst), "--workers", workers)
+        assert done.returncode == 0, done.stderr
+        assert b"classified 9 posts, 15 bad lines" in done.stderr
+        outs.append(dst.read_bytes())
+    assert outs[0] == outs[1]
+    # Small output meets the full disk at the last flush, big output at a chunk's write.
+    for lines in (3, 20_000):
+        big = tmp_path / "big.jsonl"
+        big.write_bytes(b'{"text": "what a game"}\n' * lines)
+        full = _cli("-i", str(big), "-o", "/dev/full", "--workers", "2")
+        assert full.returncode == 2, full.stderr
+        assert b"error: classify stopped: [Errno 28]" in full.stderr
+        assert b"Traceback" not in full.stderr

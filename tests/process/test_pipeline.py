@@ -70,6 +70,27 @@ def test_n_real_tweets_in_n_rows_and_exact_aggregates_out(
     assert worker.proc.returncode == 0, worker.tail()
 
 
+def test_publish_scored_off_writes_rows_and_aggregates_and_no_scored_records(
+    settings: Settings, spawn_worker: Callable[..., Worker], redis_client: object
+) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    n = 300
+    posts = post_dicts(real_tweets(n), tag_of(settings))
+    worker = spawn_worker(MOODWIRE_PUBLISH_SCORED="false")
+    produce_posts(settings, posts)
+    scored_exactly(settings, worker, serving_version(), n)
+    # Offsets are committed only after a batch's whole write returned (the scored topic
+    # included, when on): once all are, nothing more can reach the scored topic.
+    wait_until(lambda: committed_total(settings) >= n, 60, "offsets committed")
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        parts = [TopicPartition(settings.topic_scored, p) for p in range(settings.partitions)]
+        assert sum(consumer.end_offsets(parts).values()) == 0
+    finally:
+        consumer.close()
+
+
 def test_kill_9_mid_stream_and_restart_keeps_rows_and_aggregates_exact(
     settings: Settings, spawn_worker: Callable[..., Worker], redis_client: object
 ) -> None:

@@ -26,7 +26,7 @@ from moodwire.aggregates.redis_copy import RedisCopy
 from moodwire.db.engine import make_engine
 from moodwire.settings import Settings
 from moodwire.stack.broker import start_broker
-from moodwire.stack.ports import free_port, port_in_use
+from moodwire.stack.ports import port_in_use
 from moodwire.stack.processes import ServerProcess, stop
 from moodwire.stack.redis import start_redis
 from moodwire.topics import ensure_topics
@@ -49,7 +49,7 @@ from support.settings import restartable_port, unique_settings
 
 
 def spawn(settings: Settings, log_path: Path, **extra: str) -> Worker:
-    env = worker_env(settings, MOODWIRE_WEB_PORT=str(free_port()), **extra)
+    env = worker_env(settings, **extra)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [str(MOODWIRE), "process"], env=env, stdout=log, stderr=subprocess.STDOUT

@@ -66,6 +66,8 @@ def test_a_worker_scores_its_first_post_within_seconds_of_launch(
         assert "worker starting" in names and "model loaded" in names
         assert names.index("model loaded") > names.index("worker starting")
         patches = next(e for e in worker.events() if e.get("event") == "faust patches")
-        assert patches["no_table_wait"] and patches["no_scan"]
+        assert patches["no_table_wait"] and patches["no_scan"] and patches["lean_handler"]
+        # No terminal escapes (Faust's spinner) fused into the JSON log lines.
+        assert b"\x1b[" not in worker.log_path.read_bytes()
     finally:
         db.dispose()

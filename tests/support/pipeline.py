@@ -230,13 +230,11 @@ class Worker:
 @pytest.fixture
 def spawn_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     """Start `moodwire process` workers for this test's settings; all stopped at the end."""
-    from moodwire.stack.ports import free_port
-
     started: list[Worker] = []
 
     def spawn(**extra_env: str) -> Worker:
         log_path = tmp_path / f"worker-{len(started)}.log"
-        env = worker_env(settings, MOODWIRE_WEB_PORT=str(free_port()), **extra_env)
+        env = worker_env(settings, **extra_env)
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 [str(MOODWIRE), "process"], env=env, stdout=log, stderr=subprocess.STDOUT

@@ -16,25 +16,15 @@ def process(
     max_wait: float | None = typer.Option(
         None, "--max-wait", min=0.001, help="Seconds to fill a micro-batch (MOODWIRE_MAX_WAIT)."
     ),
-    web_port: int | None = typer.Option(
-        None,
-        "--web-port",
-        min=0,
-        max=65535,
-        help="Port of the worker's web server, 0 for any free one (MOODWIRE_WEB_PORT).",
-    ),
 ) -> None:
     """Score the raw-posts topic into Postgres, Redis and the scored topic.
 
-    Start several in one consumer group (MOODWIRE_CONSUMER_GROUP) to share partitions;
-    give each its own --web-port.
+    Start several in one consumer group (MOODWIRE_CONSUMER_GROUP) to share partitions.
     """
     from moodwire.process.worker import run_worker
 
     updates: dict[str, Any] = {
-        k: v
-        for k, v in (("max_batch", max_batch), ("max_wait", max_wait), ("web_port", web_port))
-        if v is not None
+        k: v for k, v in (("max_batch", max_batch), ("max_wait", max_wait)) if v is not None
     }
     settings = get_settings().model_copy(update=updates)
     try:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from moodwire.settings import Settings
-from moodwire.stack.ports import free_port
 from moodwire.stack.processes import create_time, last_line, spawn, stop
 
 # The CLI, run by this interpreter (works without the console script on PATH).
@@ -78,7 +77,7 @@ class LocalPipeline:
 
     def start_worker(self, name: str = "worker", **env: str) -> Child:
         """One ``moodwire process`` worker with its own web port (workers share a host)."""
-        return self._start(name, ["process"], {"MOODWIRE_WEB_PORT": str(free_port()), **env})
+        return self._start(name, ["process"], env)
 
     def start_ingest(self, url: str, *args: str, name: str = "ingest") -> Child:
         return self._start(name, ["ingest", url, *args], None)

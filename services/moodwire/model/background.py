@@ -14,12 +14,12 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
-
 from moodwire.logs import get_logger
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from moodwire.model.engine import InferenceEngine
 
 log = get_logger(__name__)

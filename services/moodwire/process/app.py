@@ -2,7 +2,8 @@
 
 - ``score-posts`` reads the raw-posts topic in micro-batches of events
   (``noack_take(max_batch, max_wait)``) and hands each batch, with every message's
-  partition and offset, to :class:`moodwire.process.batch.BatchProcessor`. The topic is declared as
+  partition and offset, to :class:`moodwire.process.batch.BatchProcessor` (through
+  :mod:`moodwire.process.pipeline`). The topic is declared as
   raw bytes: Faust decoding a bad message inside ``take()`` would stall the agent on
   every partition, so decoding happens in the batch step where a bad record becomes a
   dead letter. A batch is acked only after all its sinks returned, so offsets never
@@ -19,10 +20,9 @@ Nothing correctness-critical lives in Faust (no tables): Postgres and Redis hold
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 import mode
@@ -30,18 +30,11 @@ import mode
 from moodwire import metrics
 from moodwire.logs import get_logger
 from moodwire.process import faust_patches
-from moodwire.process.batch import (
-    BatchProcessor,
-    BatchReport,
-    Prepared,
-    RawRecord,
-    retry_forever,
-)
-from moodwire.process.errors import PermanentError
-from moodwire.process.incarnations import TopicIds, origin_key
 from moodwire.settings import Settings
-from moodwire.sinks.kafka import KafkaWriter
-from moodwire.sinks.postgres import DeadLetterRow, PostgresSink
+
+if TYPE_CHECKING:
+    from moodwire.process.batch import BatchReport, Prepared
+    from moodwire.process.pipeline import Pipeline
 
 log = get_logger(__name__)
 
@@ -54,33 +47,16 @@ LAG_EVERY_S = 1.0
 AGGREGATES_CHECK_S = 5.0
 
 
-def _header(headers: Any, name: str) -> str:
-    items = headers.items() if isinstance(headers, dict) else (headers or ())
-    for key, value in items:
-        if key == name:
-            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return ""
-
-
 class Runtime(mode.Service):
-    """Starts and stops what the agents share (Kafka writer, sinks) with the worker."""
+    """What the agents share, started and stopped with the worker: the :class:`Pipeline`
+    (built on a thread by ``build`` while Faust joins the group) and its Kafka writer."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        processor: BatchProcessor,
-        kafka: KafkaWriter,
-        dead_letter_sink: PostgresSink,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, settings: Settings, build: Callable[[], Pipeline], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
-        self.processor = processor
-        self.kafka = kafka
-        self.dead_letter_sink = dead_letter_sink
-        self.topic_ids = TopicIds(settings)
-        self._writer_ready = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._build = build
+        self._ready: asyncio.Future[Pipeline] | None = None
+        self.pipeline: Pipeline | None = None
         self.posts = 0
         self.dead = 0
         self.batches = 0
@@ -99,7 +75,8 @@ class Runtime(mode.Service):
         self.busy_s += report.seconds
         for stage, seconds in report.stages.items():
             self.stage_s[stage] = self.stage_s.get(stage, 0.0) + seconds
-        metrics.observe_batch(report, self.processor.model_version, self.settings.topic_raw)
+        model_version = self.pipeline.processor.model_version if self.pipeline else ""
+        metrics.observe_batch(report, model_version, self.settings.topic_raw)
 
     def written(self, events: list[Any]) -> None:
         for event in events:
@@ -116,27 +93,50 @@ class Runtime(mode.Service):
     async def _aggregates_whole(self) -> None:
         # A Redis flushed or restarted while no posts arrive would stay empty until the
         # next batch: rebuild it from Postgres now (a cheap check when it is whole).
+        if self.pipeline is not None:
+            await self._check_aggregates(self.pipeline)
+
+    async def _check_aggregates(self, pipeline: Pipeline) -> None:
         try:
-            await self.processor.ensure_aggregates_whole()
+            await pipeline.processor.ensure_aggregates_whole()
         except Exception as exc:  # Redis or Postgres away: the next batch waits for them
             log.warning("aggregates check failed", extra={"error": repr(exc)[:300]})
 
-    async def ensure_started(self) -> None:
-        async with self._lock:
-            if not self._writer_ready.is_set():
-                await retry_forever(
-                    "kafka writer start", self.kafka.start, self.settings.sink_retry_max
-                )
-                self._writer_ready.set()
+    def ready(self) -> asyncio.Future[Pipeline]:
+        """The pipeline, built and its Kafka writer started (once; every caller shares it).
+        A build that fails (an unreadable brands file, a bad URL) stops the worker."""
+        if self._ready is None:
+            self._ready = asyncio.ensure_future(self._start_pipeline())
+        return self._ready
+
+    async def _start_pipeline(self) -> Pipeline:
+        try:
+            pipeline = await asyncio.get_running_loop().run_in_executor(None, self._build)
+        except Exception as exc:
+            log.error("worker cannot start its sinks", extra={"error": repr(exc)[:300]})
+            await self.crash(exc)
+            raise
+        self.pipeline = pipeline
+        await pipeline.start_writer()
+        return pipeline
 
     async def on_start(self) -> None:
-        await self.ensure_started()
+        # Not awaited: the worker starts this service before the app, and the app's
+        # consumer-group join (seconds of waiting on the broker) should not queue behind
+        # the build and the connects. The agents await ``ready()`` before their first batch.
+        self.add_future(self._warm_up())
+
+    async def _warm_up(self) -> None:
+        """During the group join: the pipeline, the scored-topic writer's connect, and the
+        first Postgres and Redis connections (the aggregates check opens both), which the
+        first batch would otherwise wait for."""
+        pipeline = await asyncio.shield(self.ready())
+        await self._check_aggregates(pipeline)
 
     async def on_stop(self) -> None:
-        await self.kafka.stop()
-        await asyncio.get_running_loop().run_in_executor(None, self.processor.close)
-        self.dead_letter_sink.close()
-        self.topic_ids.close()
+        if self.pipeline is not None:
+            await self.pipeline.kafka.stop()
+            await asyncio.get_running_loop().run_in_executor(None, self.pipeline.close)
 
     @mode.Service.timer(PROGRESS_EVERY_S)
     async def _progress(self) -> None:
@@ -167,10 +167,10 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
         # Faust creates a "<app id>-data" directory even with a memory store; keep it out of
         # the working directory.
         datadir=str(faust_dir),
-        web_enabled=True,
-        web_bind=settings.web_host,
-        web_host=settings.web_host,
-        web_port=settings.web_port,
+        # Faust's own web views (its router, stats, signals) answer anyone who connects,
+        # and nothing here reads them; metrics are prometheus-client's. Without them the
+        # worker also skips aiohttp's import and start before its group join (#18).
+        web_enabled=False,
         stream_buffer_maxsize=STREAM_BUFFER_MAXSIZE,
         consumer_max_fetch_size=CONSUMER_MAX_FETCH_SIZE,
         broker_session_timeout=settings.session_timeout,
@@ -196,9 +196,10 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
     # acked, and its offsets committed, without having been written.
     @app.agent(raw, name="score-posts", concurrency=1)
     async def score_posts(stream: faust.StreamT[bytes]) -> None:
-        await runtime.ensure_started()
+        pipeline = await asyncio.shield(runtime.ready())
         batches = _batches(stream)
-        processor = runtime.processor
+        processor = pipeline.processor
+        raw_records = pipeline.raw_records
         if not settings.overlap_batches:
             async for taken in batches.noack_take(settings.max_batch, settings.max_wait):
                 events = cast(list[Any], taken)
@@ -233,11 +234,11 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
 
     @app.agent(dead_letters, name="persist-dead-letters", concurrency=1)
     async def persist_dead_letters(stream: faust.StreamT[bytes]) -> None:
+        pipeline = await asyncio.shield(runtime.ready())
         batches = _batches(stream)
         async for taken in batches.noack_take(settings.max_batch, settings.max_wait):
             events = cast(list[Any], taken)
-            rows = await _dead_letter_rows(runtime, events)
-            await store_dead_letters(runtime.dead_letter_sink, rows, settings.sink_retry_max)
+            await pipeline.persist_dead_letters(events)
             await _ack(batches, events)
 
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
@@ -260,78 +261,3 @@ async def _ack(stream: faust.Stream[bytes], events: list[Any]) -> None:
     # noack_take is typed to yield values, but yields the events themselves (to ack).
     for event in events:
         await stream.ack(event)
-
-
-async def store_dead_letters(
-    sink: PostgresSink, rows: list[DeadLetterRow], retry_max: float
-) -> None:
-    """Rows into ``dead_letters``, retried while Postgres is away. If Postgres refuses the
-    batch for good, each row is stored alone, and one it still refuses is logged and
-    skipped: a dead letter has nowhere further to go, and retrying it would stall the
-    agent forever."""
-    loop = asyncio.get_running_loop()
-
-    async def store(batch: list[DeadLetterRow]) -> None:
-        await retry_forever(
-            "dead-letter persist",
-            lambda: loop.run_in_executor(None, sink.write_dead_letters, batch),
-            retry_max,
-            stop_on_permanent=True,
-        )
-
-    try:
-        await store(rows)
-        return
-    except PermanentError:
-        pass
-    for row in rows:
-        try:
-            await store([row])
-        except PermanentError as exc:
-            log.error(
-                "dead letter not stored: postgres refuses it",
-                extra={"origin": row.origin, "offset": row.offset, "reason": exc.reason},
-            )
-
-
-async def _dead_letter_rows(runtime: Runtime, events: list[Any]) -> list[DeadLetterRow]:
-    rows = [_dead_letter_row(e) for e in events]
-    if all(r.origin_key for r in rows):
-        return rows
-    # No origin key from the sender (ingest's dead letters): key them by their position
-    # in this incarnation of the dead-letter topic.
-    topic = runtime.settings.topic_dead_letters
-    loop = asyncio.get_running_loop()
-    topic_id = await retry_forever(
-        "topic id lookup",
-        lambda: loop.run_in_executor(None, runtime.topic_ids.get, topic),
-        runtime.settings.sink_retry_max,
-    )
-    return [
-        r
-        if r.origin_key
-        else replace(r, origin_key=origin_key(topic_id, r.topic, r.partition, r.offset))
-        for r in rows
-    ]
-
-
-def _dead_letter_row(event: Any) -> DeadLetterRow:
-    message = event.message
-    headers = message.headers
-    return DeadLetterRow(
-        origin=_header(headers, "moodwire-origin") or "unknown",
-        stage=_header(headers, "moodwire-stage") or "unknown",
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        reason=_header(headers, "moodwire-reason") or "no reason given",
-        payload=bytes(message.value or b""),
-        origin_key=_header(headers, "moodwire-origin-key"),
-    )
-
-
-def raw_records(events: Sequence[Any]) -> list[RawRecord]:
-    return [
-        RawRecord(e.message.topic, e.message.partition, e.message.offset, e.message.value)
-        for e in events
-    ]

@@ -309,10 +309,11 @@ class BatchProcessor:
         self._fault_point("redis")
         stages["redis"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        try:
-            await self._send_scored(stored, batch.positions)
-        except PermanentError:
-            await self._send_scored_one_by_one(stored, batch.positions)
+        if self._settings.publish_scored:
+            try:
+                await self._send_scored(stored, batch.positions)
+            except PermanentError:
+                await self._send_scored_one_by_one(stored, batch.positions)
         self._fault_point("scored")
         await self._apply_changes(batch.changes)
         done = time.perf_counter()

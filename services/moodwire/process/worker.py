@@ -1,9 +1,10 @@
 """Run one stream-processor worker (``moodwire process``) until SIGINT/SIGTERM.
 
-Start-up: topics, sinks and the Faust app are built on this thread; then the model
-(torch's import and the weights, 1-3 s of CPU) loads on a thread of its own while Faust
-starts and joins the consumer group (the join waits seconds on the broker), and the first
-batch waits for it if it must. Then the interpreter is tuned and the loop handed to Faust.
+Start-up is ordered around the consumer-group join, seconds of waiting on the broker:
+this thread does only what Faust needs to start (settings, topics, the brands file, the
+Faust app) and starts it; the model (torch's import and the weights, 1-3 s of CPU) and
+the sinks (:mod:`moodwire.process.pipeline`, their libraries' imports) are built on
+threads of their own during the join, and the first batch waits for them if it must.
 """
 
 from __future__ import annotations
@@ -11,28 +12,24 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
+from functools import partial
 from typing import TYPE_CHECKING
 
 import faust
 
 from moodwire import metrics
-from moodwire.aggregates.writer import AggregatesWriter
 from moodwire.brands import BrandMatcher
-from moodwire.db.engine import make_engine
 from moodwire.logs import get_logger
 from moodwire.model.background import BackgroundScorer
 from moodwire.process import faust_patches
 from moodwire.process.app import Runtime, create_app
-from moodwire.process.batch import BatchProcessor
-from moodwire.redis_client import connect
 from moodwire.settings import Settings
 from moodwire.sinks.kafka import KafkaWriter
-from moodwire.sinks.postgres import PostgresSink
-from moodwire.stack.ports import free_port
 from moodwire.topics import ensure_topics
 
 if TYPE_CHECKING:
     from moodwire.model.engine import InferenceEngine
+    from moodwire.process.pipeline import Pipeline
 
 log = get_logger(__name__)
 
@@ -56,20 +53,20 @@ def tune_interpreter() -> None:
     sys.setswitchinterval(0.001)
 
 
-def resolve_web_port(settings: Settings) -> Settings:
-    """Faust refuses port 0 ("out of range for Port"), so "any free port" is picked here:
-    the OS's choice for a socket bound and closed at once (another process could take it
-    in between; Faust then fails to bind and says so)."""
-    if settings.web_port != 0:
-        return settings
-    return settings.model_copy(update={"web_port": free_port(settings.web_host)})
-
-
 def _model_loaded(engine: InferenceEngine) -> None:
     metrics.set_model(engine.model_version, engine.device)
     # The model's objects live as long as the worker: keep them out of the collector's
     # scans too, like the rest of the start-up heap (tune_interpreter).
     gc.freeze()
+
+
+def _build_pipeline(
+    settings: Settings, engine: BackgroundScorer, matcher: BrandMatcher, kafka: KafkaWriter
+) -> Pipeline:
+    # Imported on the build thread, during the group join (moodwire.process.pipeline).
+    from moodwire.process.pipeline import build
+
+    return build(settings, engine, matcher, kafka)
 
 
 def build_worker(settings: Settings) -> faust.Worker:
@@ -81,7 +78,6 @@ def build_worker(settings: Settings) -> faust.Worker:
         on_loaded=_model_loaded,
         start=False,
     )
-    settings = resolve_web_port(settings)
 
     # Faust would declare only the raw topic, and an unknown topic written to by the sinks
     # gets the broker's default partition count: create all four as configured.
@@ -89,20 +85,14 @@ def build_worker(settings: Settings) -> faust.Worker:
     if settings.faust_speedups:
         log.info("faust patches", extra=faust_patches.apply(settings.fetch_max_wait_ms))
     metrics.serve(settings, "process")
+    # Read here, not on the build thread: a bad brands file stops the worker at once.
     matcher = BrandMatcher.from_settings(settings)
-    db = make_engine(settings)
     kafka = KafkaWriter(settings)
-    processor = BatchProcessor(
-        settings,
-        engine,
-        matcher,
-        PostgresSink(db),
-        AggregatesWriter(db, connect(settings)),
-        kafka,
-    )
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
-    runtime = Runtime(settings, processor, kafka, PostgresSink(db), loop=loop)
+    runtime = Runtime(
+        settings, partial(_build_pipeline, settings, engine, matcher, kafka), loop=loop
+    )
     app = create_app(settings, runtime)
     log.info(
         "worker starting",
@@ -113,13 +103,12 @@ def build_worker(settings: Settings) -> faust.Worker:
             "brands": len(matcher.brands),
             "max_batch": settings.max_batch,
             "max_wait": settings.max_wait,
-            "web": f"{settings.web_host}:{settings.web_port}",
         },
     )
     # Everything above is CPU on this thread; from here the worker mostly waits on the
     # broker (Faust's start, the group join), which the model's load overlaps.
     engine.start()
-    return faust.Worker(
+    worker = faust.Worker(
         app,
         runtime,
         loop=loop,
@@ -128,6 +117,10 @@ def build_worker(settings: Settings) -> faust.Worker:
         quiet=True,
         redirect_stdouts=False,
     )
+    # Faust's terminal spinner would end start-up by writing a cursor escape into the
+    # log stream, fused with the next line: a JSON log line that no longer parses.
+    worker.spinner = None
+    return worker
 
 
 def run_worker(settings: Settings) -> None:
