@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -114,15 +114,22 @@ def test_model_eval_reports_a_missing_model_or_split_in_one_line(tmp_path: Path)
     assert missing.exception is None or isinstance(missing.exception, SystemExit)
 
 
+def _full_disk_after_one_write(written: list[bytes]) -> Callable[[bytes], None]:
+    """A sink that takes one write (into ``written``), then fails as a full disk does."""
+
+    def write(data: bytes) -> None:
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(data)
+
+    return write
+
+
 def test_a_failing_write_or_read_stops_the_run_with_its_error(engine: InferenceEngine) -> None:
     """The stages run on threads: an error in any of them reaches the caller, nothing hangs."""
     lines = [orjson.dumps({"id": i, "text": f"post {i} is great"}) for i in range(20_000)]
     written: list[bytes] = []
-
-    def failing_write(data: bytes) -> None:
-        if written:
-            raise OSError(28, "No space left on device")
-        written.append(data)
+    failing_write = _full_disk_after_one_write(written)
 
     try:
         classify_lines(lines, failing_write, engine)
@@ -214,11 +221,7 @@ def test_workers_keep_what_was_read_before_a_read_error(engine: InferenceEngine)
 def test_workers_stop_at_a_write_error(engine: InferenceEngine) -> None:
     lines = [orjson.dumps({"id": i, "text": f"post {i}"}) for i in range(200)]
     written: list[bytes] = []
-
-    def failing_write(data: bytes) -> None:
-        if written:
-            raise OSError(28, "No space left on device")
-        written.append(data)
+    failing_write = _full_disk_after_one_write(written)
 
     try:
         classify_lines(lines, failing_write, engine, workers=2, chunk_lines=10)

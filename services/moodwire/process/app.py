@@ -104,7 +104,7 @@ class Runtime(mode.Service):
 
     def ready(self) -> asyncio.Future[Pipeline]:
         """The pipeline, built and its Kafka writer started (once; every caller shares it).
-        A build that fails (an unreadable brands file, a bad URL) stops the worker."""
+        A build that fails (a Redis URL of an unknown scheme, say) stops the worker."""
         if self._ready is None:
             self._ready = asyncio.ensure_future(self._start_pipeline())
         return self._ready
