@@ -196,32 +196,32 @@ async def _tables_on_start(self: Any) -> None:
         await self.recovery.start()
 
 
+def _replace_method(owner: type, name: str, patched: Any, markers: tuple[str, ...]) -> bool:
+    """``owner.name = patched`` if its code still holds every marker of the 0.15.3 code it
+    was written against (idempotent); else leave it stock, say why, and return False."""
+    current = getattr(owner, name)
+    if current is patched:
+        return True
+    source = _source(current)
+    if not all(marker in source for marker in markers):
+        log.warning("faust patch skipped: %s.%s is not the 0.15.3 code", owner.__name__, name)
+        return False
+    setattr(owner, name, patched)
+    return True
+
+
 def _patch_tables_start() -> bool:
     from faust.tables.manager import TableManager
 
-    current = TableManager.on_start
-    if current is _tables_on_start:
-        return True
-    if "await self.sleep(1.0)" not in _source(current) or "recovery.start()" not in _source(
-        current
-    ):
-        log.warning("faust patch skipped: TableManager.on_start is not the 0.15.3 code")
-        return False
-    TableManager.on_start = _tables_on_start  # type: ignore[method-assign]
-    return True
+    return _replace_method(
+        TableManager, "on_start", _tables_on_start, ("await self.sleep(1.0)", "recovery.start()")
+    )
 
 
 def _patch_dispatch() -> bool:
     from faust.transport.consumer import Consumer
 
-    current = Consumer._drain_messages
-    if current is _drain_messages:
-        return True
-    if _STOCK_DISPATCH not in _source(current):
-        log.warning("faust patch skipped: Consumer._drain_messages is not the 0.15.3 code")
-        return False
-    Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
-    return True
+    return _replace_method(Consumer, "_drain_messages", _drain_messages, (_STOCK_DISPATCH,))
 
 
 def _patch_fetch_wait() -> bool:
@@ -313,14 +313,9 @@ def _patch_handler() -> bool:
     from faust.transport.conductor import Conductor
 
     current = Conductor._build_handler
-    if current is _build_handler:
-        return True
-    if _STOCK_HANDLER not in _source(current):
-        log.warning("faust patch skipped: Conductor._build_handler is not the 0.15.3 code")
-        return False
-    _stock_build = current
-    Conductor._build_handler = _build_handler  # type: ignore[method-assign]
-    return True
+    if current is not _build_handler:
+        _stock_build = current  # what the lean handler falls back to
+    return _replace_method(Conductor, "_build_handler", _build_handler, (_STOCK_HANDLER,))
 
 
 def quiet_monitor() -> Any:
